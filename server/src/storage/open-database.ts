@@ -1,0 +1,121 @@
+import { PGlite } from "@electric-sql/pglite";
+import { Kysely, PostgresDialect } from "kysely";
+import pg from "pg";
+import type { Database } from "./database.js";
+import { PGliteDialect } from "./pglite/pglite-dialect.js";
+import { type PostgresTlsOptions, resolvePostgresConnection } from "./postgres-tls.js";
+
+export type DatabaseEngine = "postgres" | "pglite";
+
+export interface OpenedDatabase {
+  readonly db: Kysely<Database>;
+  readonly engine: DatabaseEngine;
+  /** Ends every connection (PostgreSQL) or closes the embedded database (PGlite). */
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  /** A PostgreSQL URL (`postgres://user@host:5432/db?sslmode=verify-full`). Without one, PGlite is used. */
+  databaseUrl?: string | undefined;
+  /** PGlite only: the data directory; undefined keeps the database in memory. */
+  dataDir?: string | undefined;
+  /** PostgreSQL only: TLS options; they win over the URL's `ssl*` parameters. */
+  ssl?: PostgresTlsOptions | undefined;
+  /** PostgreSQL only: the schema to work in (search_path), e.g. one per test run. It must exist. */
+  schema?: string | undefined;
+  /** PostgreSQL only: the most connections in the pool (default 10). */
+  poolSize?: number | undefined;
+  /** PostgreSQL only: connect timeout in milliseconds (default 10 s). */
+  connectTimeoutMillis?: number | undefined;
+  /**
+   * PostgreSQL only: called when an idle pooled connection fails (the server
+   * restarted, the network dropped). The pool discards that connection and
+   * opens a new one when needed; without a listener the error is dropped.
+   */
+  onIdleConnectionError?: ((error: Error) => void) | undefined;
+}
+
+const PG_INT8_OID = 20;
+const PG_BYTEA_OID = 17;
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/**
+ * Opens the KMS database: PostgreSQL when a URL is given, otherwise embedded
+ * PGlite. Applies no migrations (see `migrateToLatest`).
+ *
+ * Both engines return the same JavaScript types: `timestamptz` as `Date`,
+ * `bytea` as `Buffer`, `int8` as `number` when it fits exactly, else `bigint`.
+ */
+export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<OpenedDatabase> {
+  if (options.databaseUrl !== undefined) return openPostgres(options.databaseUrl, options);
+  for (const name of ["ssl", "schema", "poolSize"] as const) {
+    if (options[name] !== undefined) throw new Error(`the ${name} option applies to PostgreSQL only, and no databaseUrl was given`);
+  }
+  return openPGlite(options.dataDir);
+}
+
+async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): Promise<OpenedDatabase> {
+  if (options.dataDir !== undefined) throw new Error("give either databaseUrl (PostgreSQL) or dataDir (PGlite), not both");
+  const { connectionString, ssl } = await resolvePostgresConnection(databaseUrl, options.ssl);
+  const schema = options.schema;
+  if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
+    throw new Error("schema must be a lower-case SQL identifier (letters, digits, '_')");
+  }
+  const pool = new pg.Pool({
+    connectionString,
+    ssl,
+    max: options.poolSize ?? 10,
+    connectionTimeoutMillis: options.connectTimeoutMillis ?? 10_000,
+    types: { getTypeParser: postgresTypeParser } as pg.CustomTypesConfig,
+    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+  });
+  const onIdleError = options.onIdleConnectionError;
+  pool.on("error", (error) => onIdleError?.(error));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    db,
+    engine: "postgres",
+    async close() {
+      await db.destroy();
+      // Kysely only ends the pool if the database was ever used.
+      if (!pool.ended) await pool.end();
+    },
+  };
+}
+
+async function openPGlite(dataDir: string | undefined): Promise<OpenedDatabase> {
+  const pglite = await PGlite.create(dataDir, {
+    parsers: {
+      // PGlite reads bytea as Uint8Array; node-postgres as Buffer. Use Buffer on both.
+      [PG_BYTEA_OID]: parseByteaHex,
+      [PG_INT8_OID]: parseInt8,
+    },
+  });
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
+  return {
+    db,
+    engine: "pglite",
+    async close() {
+      await db.destroy();
+      // Kysely only destroys the driver (closing PGlite) if the database was ever used.
+      if (!pglite.closed) await pglite.close();
+    },
+  };
+}
+
+function postgresTypeParser(oid: number, format?: "text" | "binary"): (value: string) => unknown {
+  if (oid === PG_INT8_OID && format !== "binary") return parseInt8;
+  return format === undefined ? pg.types.getTypeParser(oid) : pg.types.getTypeParser(oid, format);
+}
+
+/** int8 as an exact number when it fits, as a bigint when it does not. */
+function parseInt8(text: string): number | bigint {
+  const value = BigInt(text);
+  return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+}
+
+/** bytea text output is hex: `\x0a1b…`. */
+function parseByteaHex(text: string): Buffer {
+  if (!text.startsWith("\\x")) throw new Error("unexpected bytea text format (expected hex)");
+  return Buffer.from(text.slice(2), "hex");
+}
