@@ -1,0 +1,145 @@
+/** Maps between the domain model and the matih.kms.v1 messages, both ways. */
+import { create } from "@bufbuild/protobuf";
+import { DurationSchema, timestampFromDate, type Duration } from "@bufbuild/protobuf/wkt";
+import {
+  DekVersionSchema,
+  DekVersionState as ProtoDekVersionState,
+  KekAlgorithm as ProtoKekAlgorithm,
+  KekVersionSchema,
+  KekVersionState as ProtoKekVersionState,
+  KeyProtection as ProtoKeyProtection,
+  KeySchema,
+  KeyState as ProtoKeyState,
+  KeyStatusSchema,
+  RotationPolicySchema,
+  type Key,
+  type KeyStatus,
+  type RotationPolicy,
+} from "../../../../gen/matih/kms/v1/resources_pb.js";
+import type { DekVersionState, KekAlgorithm, KekVersionState, KeyProtection, KeyState, TenantKey } from "../../domain/key-model.js";
+import { nextDekRotationTime, nextKekRotationTime } from "../../domain/key-rules.js";
+import { invalidField } from "../../domain/kms-error.js";
+import type { RotationPolicyInput } from "../../domain/rotation-policy.js";
+import type { KeyStatusReport } from "../../service/encryption-status.js";
+
+const KEY_STATE: Record<KeyState, ProtoKeyState> = {
+  ENABLED: ProtoKeyState.ENABLED,
+  REVOKED: ProtoKeyState.REVOKED,
+  DESTROYED: ProtoKeyState.DESTROYED,
+};
+const KEK_ALGORITHM: Record<KekAlgorithm, ProtoKekAlgorithm> = {
+  AES_256: ProtoKekAlgorithm.AES_256,
+  RSA_4096: ProtoKekAlgorithm.RSA_4096,
+};
+const PROTECTION: Record<KeyProtection, ProtoKeyProtection> = {
+  PLATFORM_MANAGED: ProtoKeyProtection.PLATFORM_MANAGED,
+  CUSTOMER_MANAGED: ProtoKeyProtection.CUSTOMER_MANAGED,
+};
+const KEK_VERSION_STATE: Record<KekVersionState, ProtoKekVersionState> = {
+  PRIMARY: ProtoKekVersionState.PRIMARY,
+  RETIRING: ProtoKekVersionState.RETIRING,
+  DESTROYED: ProtoKekVersionState.DESTROYED,
+};
+const DEK_VERSION_STATE: Record<DekVersionState, ProtoDekVersionState> = {
+  PRIMARY: ProtoDekVersionState.PRIMARY,
+  DECRYPT_ONLY: ProtoDekVersionState.DECRYPT_ONLY,
+  PENDING_PURGE: ProtoDekVersionState.PENDING_PURGE,
+  PURGED: ProtoDekVersionState.PURGED,
+};
+
+export function keyToProto(key: TenantKey): Key {
+  return create(KeySchema, {
+    tenantId: key.tenantId,
+    keyId: key.keyId,
+    description: key.description,
+    kekAlgorithm: KEK_ALGORITHM[key.kekAlgorithm],
+    protection: PROTECTION[key.protection],
+    state: KEY_STATE[key.state],
+    rotationPolicy: create(RotationPolicySchema, {
+      dekRotationPeriod: seconds(key.rotationPolicy.dekRotationPeriodSeconds),
+      kekRotationPeriod: seconds(key.rotationPolicy.kekRotationPeriodSeconds),
+    }),
+    primaryDekVersion: key.primaryDekVersion,
+    primaryKekVersion: key.primaryKekVersion,
+    kekVersions: key.kekVersions.map((v) =>
+      create(KekVersionSchema, {
+        version: v.version,
+        state: KEK_VERSION_STATE[v.state],
+        createTime: timestampFromDate(v.createTime),
+        ...(v.destroyTime === undefined ? {} : { destroyTime: timestampFromDate(v.destroyTime) }),
+      }),
+    ),
+    dekVersions: dekVersionsToProto(key),
+    createTime: timestampFromDate(key.createTime),
+    updateTime: timestampFromDate(key.updateTime),
+    ...(key.state === "ENABLED"
+      ? { nextDekRotationTime: timestampFromDate(nextDekRotationTime(key)), nextKekRotationTime: timestampFromDate(nextKekRotationTime(key)) }
+      : {}),
+    ...(key.revokeTime === undefined ? {} : { revokeTime: timestampFromDate(key.revokeTime) }),
+  });
+}
+
+function dekVersionsToProto(key: TenantKey) {
+  return key.dekVersions.map((v) =>
+    create(DekVersionSchema, {
+      version: v.version,
+      state: DEK_VERSION_STATE[v.state],
+      kekVersion: v.kekVersion,
+      createTime: timestampFromDate(v.createTime),
+      ...(v.rotateTime === undefined ? {} : { rotateTime: timestampFromDate(v.rotateTime) }),
+    }),
+  );
+}
+
+export function keyStatusToProto(report: KeyStatusReport): KeyStatus {
+  const full = keyToProto(report.key);
+  return create(KeyStatusSchema, {
+    keyId: full.keyId,
+    state: full.state,
+    kekAlgorithm: full.kekAlgorithm,
+    protection: full.protection,
+    primaryDekVersion: full.primaryDekVersion,
+    primaryDekAge: seconds(report.primaryDekAgeSeconds),
+    primaryKekVersion: full.primaryKekVersion,
+    primaryKekAge: seconds(report.primaryKekAgeSeconds),
+    nextDekRotationTime: timestampFromDate(report.nextDekRotationTime),
+    nextKekRotationTime: timestampFromDate(report.nextKekRotationTime),
+    rotationOverdue: report.rotationOverdue,
+    dekVersions: full.dekVersions,
+    kekVersions: full.kekVersions,
+  });
+}
+
+function seconds(value: number): Duration {
+  return create(DurationSchema, { seconds: BigInt(value) });
+}
+
+export function kekAlgorithmFromProto(value: ProtoKekAlgorithm): KekAlgorithm | undefined {
+  if (value === ProtoKekAlgorithm.UNSPECIFIED) return undefined;
+  const found = (Object.keys(KEK_ALGORITHM) as KekAlgorithm[]).find((k) => KEK_ALGORITHM[k] === value);
+  if (found === undefined) throw invalidField("kek_algorithm", "must be KEK_ALGORITHM_AES_256 or KEK_ALGORITHM_RSA_4096");
+  return found;
+}
+
+export function keyStateFilterFromProto(value: ProtoKeyState): KeyState | undefined {
+  if (value === ProtoKeyState.UNSPECIFIED) return undefined;
+  const found = (Object.keys(KEY_STATE) as KeyState[]).find((k) => KEY_STATE[k] === value);
+  if (found === undefined) throw invalidField("state", "must be KEY_STATE_ENABLED, KEY_STATE_REVOKED or KEY_STATE_DESTROYED");
+  return found;
+}
+
+export function rotationPolicyFromProto(policy: RotationPolicy | undefined): RotationPolicyInput | undefined {
+  if (policy === undefined) return undefined;
+  return {
+    dekRotationPeriodSeconds: durationSeconds("rotation_policy.dek_rotation_period", policy.dekRotationPeriod),
+    kekRotationPeriodSeconds: durationSeconds("rotation_policy.kek_rotation_period", policy.kekRotationPeriod),
+  };
+}
+
+function durationSeconds(field: string, duration: Duration | undefined): number | undefined {
+  if (duration === undefined) return undefined;
+  if (duration.nanos !== 0) throw invalidField(field, "must be a whole number of seconds");
+  const value = Number(duration.seconds);
+  if (!Number.isSafeInteger(value)) throw invalidField(field, "is out of range");
+  return value;
+}

@@ -1,0 +1,117 @@
+/**
+ * Configuration from the environment. Every setting has one variable, and a
+ * bad value stops start-up with a message naming that variable.
+ *
+ * Development mode (the default) needs nothing: PGlite in the data directory,
+ * a local master key, a development PKI and token key generated on first
+ * start, listening on localhost only. Production mode needs every file named
+ * explicitly and refuses the development ones.
+ */
+import { resolve } from "node:path";
+
+export type Mode = "development" | "production";
+
+export interface Config {
+  readonly mode: Mode;
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly databaseUrl: string | undefined;
+  readonly databaseTls: { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string };
+  readonly tls: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile: string } | undefined;
+  readonly jwt: {
+    readonly jwksFile: string | undefined;
+    readonly jwksUrl: string | undefined;
+    readonly issuer: string | undefined;
+    readonly audience: string | undefined;
+    readonly tenantClaim: string;
+  };
+  readonly rootProvider: "local";
+  readonly kekCache: { readonly maxEntries: number; readonly maxAgeMs: number };
+  readonly maxBodyBytes: number;
+  readonly shutdownGraceMs: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const mode = oneOf(env, "KMS_MODE", ["development", "production"] as const, "development");
+  const production = mode === "production";
+  const dataDir = resolve(env["KMS_DATA_DIR"] ?? ".kms");
+
+  const certFile = env["KMS_TLS_CERT_FILE"];
+  const keyFile = env["KMS_TLS_KEY_FILE"];
+  const clientCaFile = env["KMS_TLS_CLIENT_CA_FILE"];
+  const tlsFiles = [certFile, keyFile, clientCaFile].filter((v) => v !== undefined).length;
+  if (tlsFiles !== 0 && tlsFiles !== 3) {
+    throw new ConfigError("KMS_TLS_CERT_FILE, KMS_TLS_KEY_FILE and KMS_TLS_CLIENT_CA_FILE must be set together");
+  }
+  const tls = certFile && keyFile && clientCaFile ? { certFile, keyFile, clientCaFile } : undefined;
+
+  const jwksFile = env["KMS_JWKS_FILE"];
+  const jwksUrl = env["KMS_JWKS_URL"];
+  if (jwksFile !== undefined && jwksUrl !== undefined) throw new ConfigError("set KMS_JWKS_FILE or KMS_JWKS_URL, not both");
+  if (jwksUrl !== undefined && !/^https:\/\//.test(jwksUrl) && production) {
+    throw new ConfigError("KMS_JWKS_URL must be an https:// URL in production mode");
+  }
+
+  if (production) {
+    const missing = [
+      tls === undefined ? "KMS_TLS_CERT_FILE, KMS_TLS_KEY_FILE, KMS_TLS_CLIENT_CA_FILE" : undefined,
+      env["DATABASE_URL"] === undefined ? "DATABASE_URL" : undefined,
+      jwksFile === undefined && jwksUrl === undefined ? "KMS_JWKS_FILE or KMS_JWKS_URL" : undefined,
+      env["KMS_JWT_ISSUER"] === undefined ? "KMS_JWT_ISSUER" : undefined,
+      env["KMS_JWT_AUDIENCE"] === undefined ? "KMS_JWT_AUDIENCE" : undefined,
+    ].filter((v) => v !== undefined);
+    if (missing.length > 0) throw new ConfigError(`production mode needs ${missing.join("; ")}`);
+  }
+
+  return {
+    mode,
+    host: env["KMS_HOST"] ?? "127.0.0.1",
+    port: integer(env, "KMS_PORT", 8443, 0, 65_535),
+    dataDir,
+    databaseUrl: env["DATABASE_URL"],
+    databaseTls: {
+      ...(env["KMS_DATABASE_CA_FILE"] === undefined ? {} : { caFile: env["KMS_DATABASE_CA_FILE"] }),
+      ...(env["KMS_DATABASE_CERT_FILE"] === undefined ? {} : { certFile: env["KMS_DATABASE_CERT_FILE"] }),
+      ...(env["KMS_DATABASE_KEY_FILE"] === undefined ? {} : { keyFile: env["KMS_DATABASE_KEY_FILE"] }),
+    },
+    tls,
+    jwt: {
+      jwksFile,
+      jwksUrl,
+      issuer: env["KMS_JWT_ISSUER"],
+      audience: env["KMS_JWT_AUDIENCE"],
+      tenantClaim: env["KMS_JWT_TENANT_CLAIM"] ?? "tenant_id",
+    },
+    rootProvider: oneOf(env, "KMS_ROOT_PROVIDER", ["local"] as const, "local"),
+    kekCache: {
+      maxEntries: integer(env, "KMS_KEK_CACHE_MAX_ENTRIES", 10_000, 0, 1_000_000),
+      maxAgeMs: integer(env, "KMS_KEK_CACHE_TTL_SECONDS", 300, 0, 3_600) * 1000,
+    },
+    maxBodyBytes: integer(env, "KMS_MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
+    shutdownGraceMs: integer(env, "KMS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+  };
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(", ")}, got ${JSON.stringify(raw)}`);
+  }
+  return raw as T;
+}

@@ -1,0 +1,98 @@
+/**
+ * CreateKey: the KEK (version 1, wrapped by the master key) and DEK version 1
+ * (wrapped by the KEK), written in one transaction. All cryptography happens
+ * before the transaction opens, so a slow RSA key generation never holds locks.
+ */
+import { generateAes256Key, randomBytes } from "../crypto/random.js";
+import { wipe } from "../crypto/secure-buffer.js";
+import { requireValidId } from "../domain/identifiers.js";
+import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
+import { invalidField, KmsError } from "../domain/kms-error.js";
+import { resolveRotationPolicy, type RotationPolicyInput } from "../domain/rotation-policy.js";
+import { insertDekVersion } from "../storage/dek-version.repository.js";
+import { insertKekVersion } from "../storage/kek-version.repository.js";
+import { insertKey } from "../storage/key.repository.js";
+import { insertTenantIfAbsent } from "../storage/tenant.repository.js";
+import { dekWrapContext, generateKekMaterial, wrapDek, type KekForWrapping } from "./kek-material.js";
+import { importRsaPublicKey } from "../crypto/rsa-oaep.js";
+import type { KmsContext } from "./kms-context.js";
+import { readTenantKey } from "./key-reader.js";
+
+export const DESCRIPTION_MAX_LENGTH = 256;
+
+export interface CreateKeyInput {
+  readonly tenantId: string;
+  readonly keyId: string;
+  readonly kekAlgorithm?: KekAlgorithm | undefined;
+  readonly rotationPolicy?: RotationPolicyInput | undefined;
+  readonly description?: string | undefined;
+}
+
+export async function createKey(context: KmsContext, input: CreateKeyInput): Promise<TenantKey> {
+  const tenantId = requireValidId("tenant_id", input.tenantId);
+  const keyId = requireValidId("key_id", input.keyId);
+  const description = input.description ?? "";
+  if (description.length > DESCRIPTION_MAX_LENGTH) {
+    throw invalidField("description", `must be at most ${DESCRIPTION_MAX_LENGTH} characters`, { maxLength: String(DESCRIPTION_MAX_LENGTH) });
+  }
+  const policy = resolveRotationPolicy(input.rotationPolicy);
+  const algorithm = input.kekAlgorithm ?? "AES_256";
+  const now = context.clock.now();
+
+  const kek = await generateKekMaterial(algorithm);
+  const dek = generateAes256Key();
+  try {
+    const wrappedKek = await context.rootProvider.wrap(kek.secret, { tenantId, keyId, kekVersion: 1 });
+    const forWrapping: KekForWrapping =
+      algorithm === "AES_256" ? { algorithm, key: kek.secret } : { algorithm, publicKey: importRsaPublicKey(kek.publicKey!) };
+    const wrappedDek = wrapDek(forWrapping, dek, dekWrapContext(tenantId, keyId, 1));
+
+    await context.db.transaction().execute(async (tx) => {
+      await insertTenantIfAbsent(tx, tenantId, now);
+      const outcome = await insertKey(tx, {
+        tenant_id: tenantId,
+        key_id: keyId,
+        key_uid: randomBytes(16),
+        description,
+        kek_algorithm: algorithm,
+        protection: "PLATFORM_MANAGED",
+        state: "ENABLED",
+        dek_rotation_period_seconds: policy.dekRotationPeriodSeconds,
+        kek_rotation_period_seconds: policy.kekRotationPeriodSeconds,
+        primary_dek_version: 1,
+        primary_kek_version: 1,
+        create_time: now,
+        update_time: now,
+        revoke_time: null,
+      });
+      if (outcome === "already-exists") {
+        throw new KmsError("KEY_ALREADY_EXISTS", `tenant ${tenantId} already has a key ${keyId}`, { field: "key_id" });
+      }
+      await insertKekVersion(tx, {
+        tenant_id: tenantId,
+        key_id: keyId,
+        version: 1,
+        state: "PRIMARY",
+        wrapped_material: wrappedKek,
+        public_key: kek.publicKey,
+        root_provider: context.rootProvider.name,
+        root_key_id: context.rootProvider.currentKeyId,
+        create_time: now,
+        destroy_time: null,
+      });
+      await insertDekVersion(tx, {
+        tenant_id: tenantId,
+        key_id: keyId,
+        version: 1,
+        state: "PRIMARY",
+        kek_version: 1,
+        wrapped_material: wrappedDek,
+        create_time: now,
+        rotate_time: null,
+      });
+    });
+  } finally {
+    wipe(kek.secret, dek);
+  }
+  return readTenantKey(context.db, tenantId, keyId);
+}

@@ -1,0 +1,66 @@
+/**
+ * The hot path's one read: the key's state, the DEK version's wrapped material
+ * and its KEK, in a single query; then the KEK (cached) unwraps the DEK.
+ */
+import { CryptoFailure } from "../crypto/crypto-failure.js";
+import type { DekVersionState, KekAlgorithm, KeyState } from "../domain/key-model.js";
+import { assertDekVersionDecryptable, assertKeyUsable } from "../domain/key-rules.js";
+import { KmsError } from "../domain/kms-error.js";
+import { loadDataKeyMaterial } from "../storage/dek-version.repository.js";
+import { findKey } from "../storage/key.repository.js";
+import { withKek } from "./kek-access.js";
+import { dekWrapContext, unwrapDek } from "./kek-material.js";
+import type { KmsContext } from "./kms-context.js";
+import { notFoundError } from "./key-reader.js";
+
+export interface UnwrappedDataKey {
+  readonly keyUid: Uint8Array;
+  readonly dekVersion: number;
+  /** The caller owns this buffer and should wipe it when done. */
+  readonly plaintext: Buffer;
+}
+
+export async function unwrapDataKey(
+  context: KmsContext,
+  tenantId: string,
+  keyId: string,
+  dekVersion: number | "primary",
+): Promise<UnwrappedDataKey> {
+  const material = await loadDataKeyMaterial(context.db, tenantId, keyId, dekVersion);
+  if (material === undefined) {
+    // Tell "no such version" from "no such key" (or tenant) only for a key that exists.
+    if (dekVersion !== "primary" && (await findKey(context.db, tenantId, keyId)) !== undefined) {
+      throw new KmsError("DEK_VERSION_NOT_FOUND", `key ${keyId} has no DEK version ${dekVersion}`, { field: "reference" });
+    }
+    throw await notFoundError(context.db, tenantId, keyId);
+  }
+  assertKeyUsable(tenantId, keyId, material.keyState as KeyState);
+  assertDekVersionDecryptable(keyId, material.dekVersion, material.dekState as DekVersionState);
+  if (material.wrappedDek === null) {
+    throw new KmsError("DEK_VERSION_UNUSABLE", `DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
+  }
+  const wrappedDek = material.wrappedDek;
+  const plaintext = await withKek(
+    context,
+    {
+      tenantId,
+      keyId,
+      keyUid: material.keyUid,
+      kekVersion: material.kekVersion,
+      kekAlgorithm: material.kekAlgorithm as KekAlgorithm,
+      wrappedKek: material.wrappedKek,
+      rootKeyId: material.rootKeyId,
+    },
+    (kek) => {
+      try {
+        return unwrapDek(kek, wrappedDek, dekWrapContext(tenantId, keyId, material.dekVersion));
+      } catch (error) {
+        if (error instanceof CryptoFailure) {
+          throw new KmsError("INTERNAL", `DEK version ${material.dekVersion} of key ${keyId} failed to unwrap under its KEK`, { cause: error });
+        }
+        throw error;
+      }
+    },
+  );
+  return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext };
+}

@@ -1,0 +1,157 @@
+/**
+ * RotateKey: a new DEK version becomes primary and the previous one stays
+ * decrypt-only. With rotateKek, a new KEK version is made first and every DEK
+ * version that still has material is re-wrapped under it, in the same
+ * transaction; the old KEK versions are then no longer needed and their
+ * material is erased. Callers' stored DEK references never change.
+ *
+ * The key row is locked (SELECT ... FOR UPDATE) for the whole transaction, so
+ * two rotations of one key — from any replica — serialise.
+ */
+import { importRsaPublicKey } from "../crypto/rsa-oaep.js";
+import { generateAes256Key } from "../crypto/random.js";
+import { wipe } from "../crypto/secure-buffer.js";
+import { requireValidId } from "../domain/identifiers.js";
+import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
+import { assertKeyManageable, nextVersionNumber } from "../domain/key-rules.js";
+import type { Executor } from "../storage/database.js";
+import { insertDekVersion, listDekVersions, updateDekVersion } from "../storage/dek-version.repository.js";
+import { insertKekVersion, listKekVersions, updateKekVersion } from "../storage/kek-version.repository.js";
+import { updateKey } from "../storage/key.repository.js";
+import { withKek } from "./kek-access.js";
+import { dekWrapContext, generateKekMaterial, unwrapDek, wrapDek, type KekForWrapping, type NewKekMaterial } from "./kek-material.js";
+import type { KmsContext } from "./kms-context.js";
+import { readKeyRow, readTenantKey } from "./key-reader.js";
+
+export interface RotateKeyInput {
+  readonly tenantId: string;
+  readonly keyId: string;
+  readonly rotateKek: boolean;
+}
+
+export async function rotateKey(context: KmsContext, input: RotateKeyInput): Promise<TenantKey> {
+  const tenantId = requireValidId("tenant_id", input.tenantId);
+  const keyId = requireValidId("key_id", input.keyId);
+  const preview = await readKeyRow(context.db, tenantId, keyId);
+  assertKeyManageable({ tenantId, keyId, state: preview.state as TenantKey["state"] });
+  const algorithm = preview.kek_algorithm as KekAlgorithm;
+
+  // Key generation (RSA-4096 takes about a second) happens before any lock is taken.
+  const newKek = input.rotateKek ? await generateKekMaterial(algorithm) : undefined;
+  const newDek = generateAes256Key();
+  try {
+    await context.db.transaction().execute(async (tx) => {
+      const row = await readKeyRow(tx, tenantId, keyId, true);
+      assertKeyManageable({ tenantId, keyId, state: row.state as TenantKey["state"] });
+      const keyUid = row.key_uid;
+      const now = context.clock.now();
+
+      let primaryKekVersion = row.primary_kek_version;
+      if (newKek !== undefined) {
+        primaryKekVersion = await replaceKek(context, tx, { tenantId, keyId, keyUid, algorithm }, newKek, now);
+      }
+
+      const deks = await listDekVersions(tx, tenantId, keyId);
+      const version = nextVersionNumber(deks);
+      const aad = dekWrapContext(tenantId, keyId, version);
+      const wrappedDek = await wrapUnderPrimaryKek(context, tx, { tenantId, keyId, keyUid, algorithm }, primaryKekVersion, newKek, newDek, aad);
+      await updateDekVersion(tx, tenantId, keyId, row.primary_dek_version, { state: "DECRYPT_ONLY", rotate_time: now });
+      await insertDekVersion(tx, {
+        tenant_id: tenantId,
+        key_id: keyId,
+        version,
+        state: "PRIMARY",
+        kek_version: primaryKekVersion,
+        wrapped_material: wrappedDek,
+        create_time: now,
+        rotate_time: null,
+      });
+      await updateKey(tx, tenantId, keyId, { primary_dek_version: version, primary_kek_version: primaryKekVersion, update_time: now });
+    });
+  } finally {
+    wipe(newDek, newKek?.secret);
+  }
+  if (input.rotateKek) context.kekCache.deleteKey(tenantId, keyId);
+  return readTenantKey(context.db, tenantId, keyId);
+}
+
+interface KeyScope {
+  readonly tenantId: string;
+  readonly keyId: string;
+  readonly keyUid: Uint8Array;
+  readonly algorithm: KekAlgorithm;
+}
+
+/** Inserts the new primary KEK version, re-wraps every live DEK under it, destroys the old versions. */
+async function replaceKek(context: KmsContext, tx: Executor, key: KeyScope, newKek: NewKekMaterial, now: Date): Promise<number> {
+  const { tenantId, keyId } = key;
+  const keks = await listKekVersions(tx, tenantId, keyId);
+  const version = nextVersionNumber(keks);
+  await insertKekVersion(tx, {
+    tenant_id: tenantId,
+    key_id: keyId,
+    version,
+    state: "PRIMARY",
+    wrapped_material: await context.rootProvider.wrap(newKek.secret, { tenantId, keyId, kekVersion: version }),
+    public_key: newKek.publicKey,
+    root_provider: context.rootProvider.name,
+    root_key_id: context.rootProvider.currentKeyId,
+    create_time: now,
+    destroy_time: null,
+  });
+  const wrapping = newKekForWrapping(key.algorithm, newKek);
+
+  const deks = await listDekVersions(tx, tenantId, keyId);
+  for (const dek of deks) {
+    if (dek.wrapped_material === null) continue;
+    const oldKek = keks.find((k) => k.version === dek.kek_version);
+    if (oldKek === undefined) throw new Error(`DEK version ${dek.version} of key ${keyId} names a missing KEK version ${dek.kek_version}`);
+    const aad = dekWrapContext(tenantId, keyId, dek.version);
+    const rewrapped = await withKek(
+      context,
+      { ...key, kekAlgorithm: key.algorithm, kekVersion: oldKek.version, wrappedKek: oldKek.wrapped_material, rootKeyId: oldKek.root_key_id },
+      (kek) => {
+        const plaintext = unwrapDek(kek, dek.wrapped_material!, aad);
+        try {
+          return wrapDek(wrapping, plaintext, aad);
+        } finally {
+          wipe(plaintext);
+        }
+      },
+    );
+    await updateDekVersion(tx, tenantId, keyId, dek.version, { wrapped_material: rewrapped, kek_version: version });
+  }
+  for (const old of keks) {
+    if (old.state === "DESTROYED") continue;
+    await updateKekVersion(tx, tenantId, keyId, old.version, { state: "DESTROYED", wrapped_material: null, destroy_time: now });
+  }
+  return version;
+}
+
+function newKekForWrapping(algorithm: KekAlgorithm, kek: NewKekMaterial): KekForWrapping {
+  return algorithm === "AES_256" ? { algorithm, key: kek.secret } : { algorithm, publicKey: importRsaPublicKey(kek.publicKey!) };
+}
+
+/** Wraps a new DEK under the key's primary KEK version. */
+async function wrapUnderPrimaryKek(
+  context: KmsContext,
+  tx: Executor,
+  key: KeyScope,
+  kekVersion: number,
+  justMade: NewKekMaterial | undefined,
+  dek: Buffer,
+  aad: Buffer,
+): Promise<Buffer> {
+  if (justMade !== undefined) return wrapDek(newKekForWrapping(key.algorithm, justMade), dek, aad);
+  const primary = (await listKekVersions(tx, key.tenantId, key.keyId)).find((k) => k.version === kekVersion);
+  if (primary === undefined) throw new Error(`key ${key.keyId} has no row for its primary KEK version ${kekVersion}`);
+  if (key.algorithm === "RSA_4096") {
+    // RSA wraps with the public key alone: the private key is never unwrapped for this.
+    return wrapDek({ algorithm: "RSA_4096", publicKey: importRsaPublicKey(Buffer.from(primary.public_key!)) }, dek, aad);
+  }
+  return withKek(
+    context,
+    { ...key, kekAlgorithm: key.algorithm, kekVersion, wrappedKek: primary.wrapped_material, rootKeyId: primary.root_key_id },
+    (kek) => wrapDek(kek as KekForWrapping, dek, aad),
+  );
+}

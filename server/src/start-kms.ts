@@ -1,0 +1,138 @@
+/**
+ * Builds the running service from a Config: storage (migrated), root provider,
+ * KEK cache, service implementations and the TLS server. main.ts calls it;
+ * end-to-end tests call it too, with an injected database and clock.
+ */
+import { X509Certificate } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createJsonLinesLogger, type Logger } from "./api/logger.js";
+import { createKmsServer, type KmsServer, type KmsServerTls } from "./api/kms-server.js";
+import { createDataKeyService } from "./api/services/data-key-service.js";
+import { createKeyManagementService } from "./api/services/key-management-service.js";
+import { ConfigError, type Config } from "./config.js";
+import { DEV_JWT_AUDIENCE, DEV_JWT_ISSUER, DEV_KEY_ID_PREFIX, ensureDevTokenKey } from "./dev/dev-token-issuer.js";
+import { systemClock, type Clock } from "./domain/clock.js";
+import type { RootKeyProvider } from "./domain/root-key-provider.js";
+import { openLocalRootProvider } from "./providers/local/local-root-provider.js";
+import { createKekCache } from "./service/kek-cache.js";
+import type { KmsContext } from "./service/kms-context.js";
+import { migrateToLatest } from "./storage/migrations/migrate-to-latest.js";
+import { openDatabase, type OpenedDatabase } from "./storage/open-database.js";
+import { ensureDevelopmentPki } from "./tls/dev-pki.js";
+
+/** The development CA's subject: production mode refuses certificates under it. */
+const DEV_CA_MARKER = "matih-kms development CA";
+
+export interface RunningKms {
+  readonly server: KmsServer;
+  readonly context: KmsContext;
+  readonly database: OpenedDatabase;
+  /** Where the development PKI lives, in development mode. */
+  readonly devTlsDir: string | undefined;
+  /** Drains in-flight calls, then closes the server, the provider and the database. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOverrides {
+  /** An already-open (and migrated) database, e.g. a test's; the caller closes it. */
+  readonly database?: OpenedDatabase;
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+export async function startKms(config: Config, overrides: StartOverrides = {}): Promise<RunningKms> {
+  const logger = overrides.logger ?? createJsonLinesLogger();
+  const devTlsDir = config.mode === "development" && config.tls === undefined ? join(config.dataDir, "tls") : undefined;
+  const tls = await loadTls(config, devTlsDir);
+  const jwt = await jwtOptions(config);
+
+  const ownsDatabase = overrides.database === undefined;
+  const database = overrides.database ?? (await openConfiguredDatabase(config));
+  let rootProvider: RootKeyProvider | undefined;
+  try {
+    if (ownsDatabase) await migrateToLatest(database.db);
+    rootProvider = await openLocalRootProvider(config.dataDir);
+    const context: KmsContext = {
+      db: database.db,
+      rootProvider,
+      clock: overrides.clock ?? systemClock,
+      kekCache: createKekCache(config.kekCache),
+    };
+    const server = await createKmsServer({
+      services: { keyManagement: createKeyManagementService(context), dataKey: createDataKeyService(context) },
+      tls,
+      auth: jwt === undefined ? {} : { jwt },
+      port: config.port,
+      host: config.host,
+      maxBodyBytes: config.maxBodyBytes,
+      logger,
+    });
+    const provider = rootProvider;
+    return {
+      server,
+      context,
+      database,
+      devTlsDir,
+      async stop(graceMs = config.shutdownGraceMs) {
+        await server.close(graceMs);
+        context.kekCache.clear();
+        await provider.close();
+        if (ownsDatabase) await database.close();
+      },
+    };
+  } catch (error) {
+    await rootProvider?.close();
+    if (ownsDatabase) await database.close();
+    throw error;
+  }
+}
+
+async function openConfiguredDatabase(config: Config): Promise<OpenedDatabase> {
+  if (config.databaseUrl === undefined) return openDatabase({ dataDir: join(config.dataDir, "pglite") });
+  const { caFile, certFile, keyFile } = config.databaseTls;
+  const ssl = {
+    ...(caFile === undefined ? {} : { ca: await readFile(caFile) }),
+    ...(certFile === undefined ? {} : { cert: await readFile(certFile) }),
+    ...(keyFile === undefined ? {} : { key: await readFile(keyFile) }),
+  };
+  return openDatabase({ databaseUrl: config.databaseUrl, ...(Object.keys(ssl).length === 0 ? {} : { ssl }) });
+}
+
+async function loadTls(config: Config, devTlsDir: string | undefined): Promise<KmsServerTls> {
+  if (devTlsDir !== undefined) {
+    const pki = await ensureDevelopmentPki(devTlsDir);
+    return { key: pki.serverKey, cert: pki.serverCert, ca: pki.caCert };
+  }
+  if (config.tls === undefined) throw new ConfigError("no TLS certificate configured");
+  const [key, cert, ca] = await Promise.all([
+    readFile(config.tls.keyFile),
+    readFile(config.tls.certFile),
+    readFile(config.tls.clientCaFile),
+  ]);
+  if (config.mode === "production") {
+    for (const [name, pem] of [["KMS_TLS_CERT_FILE", cert], ["KMS_TLS_CLIENT_CA_FILE", ca]] as const) {
+      const certificate = new X509Certificate(pem);
+      if (certificate.subject.includes(DEV_CA_MARKER) || certificate.issuer.includes(DEV_CA_MARKER)) {
+        throw new ConfigError(`${name} is a development certificate; production mode refuses it`);
+      }
+    }
+  }
+  return { key, cert, ca };
+}
+
+async function jwtOptions(config: Config) {
+  const { jwksFile, jwksUrl, issuer, audience, tenantClaim } = config.jwt;
+  if (jwksUrl !== undefined) {
+    return { jwks: { url: jwksUrl }, issuer: issuer ?? "", audience: audience ?? "", tenantClaim };
+  }
+  if (jwksFile !== undefined) {
+    if (config.mode === "production" && (await readFile(jwksFile, "utf8")).includes(DEV_KEY_ID_PREFIX)) {
+      throw new ConfigError("KMS_JWKS_FILE holds the development token key; production mode refuses it");
+    }
+    return { jwks: { file: jwksFile }, issuer: issuer ?? "", audience: audience ?? "", tenantClaim };
+  }
+  if (config.mode !== "development") return undefined;
+  const files = await ensureDevTokenKey(config.dataDir);
+  return { jwks: { file: files.jwksFile }, issuer: issuer ?? DEV_JWT_ISSUER, audience: audience ?? DEV_JWT_AUDIENCE, tenantClaim };
+}
