@@ -24,7 +24,7 @@ export function assertKeyManageable(key: Pick<TenantKey, "tenantId" | "keyId" | 
 /** Every DEK version whose material still exists may decrypt; a purged one may not. */
 export function assertDekVersionDecryptable(keyId: string, version: number, state: DekVersionState): void {
   if (state === "PURGED") {
-    throw new KmsError("DEK_VERSION_UNUSABLE", `DEK version ${version} of key ${keyId} is purged: its material is erased`, {
+    throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${version} of key ${keyId} is purged: its material is erased`, {
       field: "reference",
     });
   }

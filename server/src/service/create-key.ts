@@ -66,7 +66,7 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
         revoke_time: null,
       });
       if (outcome === "already-exists") {
-        throw new KmsError("KEY_ALREADY_EXISTS", `tenant ${tenantId} already has a key ${keyId}`, { field: "key_id" });
+        throw new KmsError("KEY_ALREADY_EXISTS", `key_id: tenant ${tenantId} already has a key ${keyId}`, { field: "key_id" });
       }
       await insertKekVersion(tx, {
         tenant_id: tenantId,

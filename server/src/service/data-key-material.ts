@@ -30,14 +30,14 @@ export async function unwrapDataKey(
   if (material === undefined) {
     // Tell "no such version" from "no such key" (or tenant) only for a key that exists.
     if (dekVersion !== "primary" && (await findKey(context.db, tenantId, keyId)) !== undefined) {
-      throw new KmsError("DEK_VERSION_NOT_FOUND", `key ${keyId} has no DEK version ${dekVersion}`, { field: "reference" });
+      throw new KmsError("DEK_VERSION_NOT_FOUND", `reference: key ${keyId} has no DEK version ${dekVersion}`, { field: "reference" });
     }
     throw await notFoundError(context.db, tenantId, keyId);
   }
   assertKeyUsable(tenantId, keyId, material.keyState as KeyState);
   assertDekVersionDecryptable(keyId, material.dekVersion, material.dekState as DekVersionState);
   if (material.wrappedDek === null) {
-    throw new KmsError("DEK_VERSION_UNUSABLE", `DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
+    throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
   }
   const wrappedDek = material.wrappedDek;
   const plaintext = await withKek(

@@ -13,11 +13,11 @@ type KekRow = Selectable<KekVersionsTable>;
 type DekRow = Selectable<DekVersionsTable>;
 
 export function keyNotFound(tenantId: string, keyId: string): KmsError {
-  return new KmsError("KEY_NOT_FOUND", `tenant ${tenantId} has no key ${keyId}`, { field: "key_id" });
+  return new KmsError("KEY_NOT_FOUND", `key_id: tenant ${tenantId} has no key ${keyId}`, { field: "key_id" });
 }
 
 export function tenantNotFound(tenantId: string): KmsError {
-  return new KmsError("TENANT_NOT_FOUND", `tenant ${tenantId} has no keys: unknown tenant`, { field: "tenant_id" });
+  return new KmsError("TENANT_NOT_FOUND", `tenant_id: unknown tenant ${tenantId} (it has no keys)`, { field: "tenant_id" });
 }
 
 /** Throws KEY_NOT_FOUND (or TENANT_NOT_FOUND, when the tenant has no keys at all). */

@@ -1,0 +1,103 @@
+/**
+ * An in-process matih-kms for service tests: a fresh database of the given
+ * engine, a local root provider in a temp dir, a controllable clock, and
+ * Connect clients over `createRouterTransport` that pass through the same RPC
+ * guard (authentication, tenant check, error mapping) as the real server.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
+import { DataKeyService } from "../../gen/matih/kms/v1/data_key_service_pb.js";
+import { KeyManagementService } from "../../gen/matih/kms/v1/key_management_service_pb.js";
+import { authenticationKey, type Caller } from "../../server/src/api/authentication.js";
+import type { Logger } from "../../server/src/api/logger.js";
+import { silentLogger } from "../../server/src/api/logger.js";
+import { createRpcGuard } from "../../server/src/api/rpc-guard.js";
+import { createDataKeyService } from "../../server/src/api/services/data-key-service.js";
+import { createKeyManagementService } from "../../server/src/api/services/key-management-service.js";
+import type { Clock } from "../../server/src/domain/clock.js";
+import { openLocalRootProvider } from "../../server/src/providers/local/local-root-provider.js";
+import { createKekCache, type KekCacheOptions } from "../../server/src/service/kek-cache.js";
+import type { KmsContext } from "../../server/src/service/kms-context.js";
+import type { OpenedDatabase } from "../../server/src/storage/open-database.js";
+import type { TestEngine } from "./databases.js";
+
+export const SERVICE_CALLER: Caller = { kind: "service", spiffeId: "spiffe://matih.local/test" };
+export const tenantCaller = (tenantId: string): Caller => ({ kind: "tenant", tenantId, subject: "test-user" });
+
+/** A clock the test moves by hand. */
+export interface ManualClock extends Clock {
+  advanceDays(days: number): void;
+  set(time: Date): void;
+}
+
+export function createManualClock(start = new Date("2026-01-01T00:00:00Z")): ManualClock {
+  let now = start.getTime();
+  return {
+    now: () => new Date(now),
+    advanceDays: (days) => {
+      now += days * 86_400_000;
+    },
+    set: (time) => {
+      now = time.getTime();
+    },
+  };
+}
+
+export interface TestKms {
+  readonly context: KmsContext;
+  readonly database: OpenedDatabase;
+  readonly clock: ManualClock;
+  readonly dataDir: string;
+  clients(caller?: Caller): { keys: Client<typeof KeyManagementService>; dataKeys: Client<typeof DataKeyService> };
+  close(): Promise<void>;
+}
+
+export interface TestKmsOptions {
+  readonly kekCache?: KekCacheOptions;
+  readonly logger?: Logger;
+}
+
+export async function createTestKms(engine: TestEngine, options: TestKmsOptions = {}): Promise<TestKms> {
+  const database = await engine.open();
+  const dataDir = await mkdtemp(join(tmpdir(), "kms-test-"));
+  const rootProvider = await openLocalRootProvider(dataDir);
+  const clock = createManualClock();
+  const context: KmsContext = {
+    db: database.db,
+    rootProvider,
+    clock,
+    kekCache: createKekCache(options.kekCache ?? { maxEntries: 100, maxAgeMs: 60_000 }),
+  };
+  const keyManagement = createKeyManagementService(context);
+  const dataKey = createDataKeyService(context);
+  const log = options.logger ?? silentLogger;
+
+  return {
+    context,
+    database,
+    clock,
+    dataDir,
+    clients(caller = SERVICE_CALLER) {
+      const asCaller: Interceptor = (next) => (req) => {
+        req.contextValues.set(authenticationKey, { inputs: undefined, authenticator: undefined, result: Promise.resolve(caller) });
+        return next(req);
+      };
+      const transport = createRouterTransport(
+        (router) => {
+          router.service(KeyManagementService, keyManagement);
+          router.service(DataKeyService, dataKey);
+        },
+        { router: { interceptors: [asCaller, createRpcGuard({ log, isDraining: () => false })] } },
+      );
+      return { keys: createClient(KeyManagementService, transport), dataKeys: createClient(DataKeyService, transport) };
+    },
+    async close() {
+      context.kekCache.clear();
+      await rootProvider.close();
+      await database.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
