@@ -15,7 +15,7 @@ prepareBufDeps();
 run(buf, ["lint"]);
 run(buf, ["format", "--diff", "--exit-code", "proto"]);
 if (!existsSync(released)) throw new Error(`missing the released API image ${released}`);
-run(buf, ["breaking", "--against", released]);
+run(buf, ["breaking", "proto", "--against", released]);
 run(buf, ["generate"]);
 const drift = execFileSync("git", ["status", "--porcelain", "--", "gen"], { cwd: root, encoding: "utf8" });
 if (drift.trim() !== "") {
