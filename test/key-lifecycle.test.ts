@@ -21,7 +21,7 @@ describe.each(engines)("key lifecycle on $name", (engine) => {
   });
 
   // Kept from the first GenerateDataKey: a reference to DEK version 1, used after rotations.
-  let firstReference = new Uint8Array();
+  let firstReference: Uint8Array = new Uint8Array();
 
   const countRows = async (table: "tenants" | "keys" | "kek_versions" | "dek_versions") =>
     Number((await kms.database.db.selectFrom(table).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);

@@ -19,6 +19,7 @@ import { createKekCache } from "./service/kek-cache.js";
 import type { KmsContext } from "./service/kms-context.js";
 import { migrateToLatest } from "./storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "./storage/open-database.js";
+import { lockDataDir } from "./storage/pglite/data-dir-lock.js";
 import { ensureDevelopmentPki } from "./tls/dev-pki.js";
 
 /** The development CA's subject: production mode refuses certificates under it. */
@@ -48,9 +49,12 @@ export async function startKms(config: Config, overrides: StartOverrides = {}): 
   const jwt = await jwtOptions(config);
 
   const ownsDatabase = overrides.database === undefined;
-  const database = overrides.database ?? (await openConfiguredDatabase(config));
+  const pgliteDir = join(config.dataDir, "pglite");
+  const lock = ownsDatabase && config.databaseUrl === undefined ? await lockDataDir(config.dataDir) : undefined;
+  let database: OpenedDatabase | undefined;
   let rootProvider: RootKeyProvider | undefined;
   try {
+    database = overrides.database ?? (await openConfiguredDatabase(config, pgliteDir));
     if (ownsDatabase) await migrateToLatest(database.db);
     rootProvider = await openLocalRootProvider(config.dataDir);
     const context: KmsContext = {
@@ -69,27 +73,30 @@ export async function startKms(config: Config, overrides: StartOverrides = {}): 
       logger,
     });
     const provider = rootProvider;
+    const db = database;
     return {
       server,
       context,
-      database,
+      database: db,
       devTlsDir,
       async stop(graceMs = config.shutdownGraceMs) {
         await server.close(graceMs);
         context.kekCache.clear();
         await provider.close();
-        if (ownsDatabase) await database.close();
+        if (ownsDatabase) await db.close();
+        await lock?.release();
       },
     };
   } catch (error) {
     await rootProvider?.close();
-    if (ownsDatabase) await database.close();
+    if (ownsDatabase) await database?.close();
+    await lock?.release();
     throw error;
   }
 }
 
-async function openConfiguredDatabase(config: Config): Promise<OpenedDatabase> {
-  if (config.databaseUrl === undefined) return openDatabase({ dataDir: join(config.dataDir, "pglite") });
+async function openConfiguredDatabase(config: Config, pgliteDir: string): Promise<OpenedDatabase> {
+  if (config.databaseUrl === undefined) return openDatabase({ dataDir: pgliteDir });
   const { caFile, certFile, keyFile } = config.databaseTls;
   const ssl = {
     ...(caFile === undefined ? {} : { ca: await readFile(caFile) }),
