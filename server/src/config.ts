@@ -30,6 +30,8 @@ export interface Config {
   readonly kekCache: { readonly maxEntries: number; readonly maxAgeMs: number };
   readonly maxBodyBytes: number;
   readonly shutdownGraceMs: number;
+  /** How often the TLS files are checked for a renewed certificate. */
+  readonly tlsReloadIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -94,6 +96,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     maxBodyBytes: integer(env, "KMS_MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     shutdownGraceMs: integer(env, "KMS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
+    tlsReloadIntervalMs: integer(env, "KMS_TLS_RELOAD_INTERVAL_SECONDS", 60, 1, 86_400) * 1000,
   };
 }
 

@@ -21,6 +21,7 @@ import { migrateToLatest } from "./storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "./storage/open-database.js";
 import { lockDataDir } from "./storage/pglite/data-dir-lock.js";
 import { ensureDevelopmentPki } from "./tls/dev-pki.js";
+import { watchTlsFiles } from "./tls/tls-file-watcher.js";
 
 /** The development CA's subject: production mode refuses certificates under it. */
 const DEV_CA_MARKER = "matih-kms development CA";
@@ -74,12 +75,20 @@ export async function startKms(config: Config, overrides: StartOverrides = {}): 
     });
     const provider = rootProvider;
     const db = database;
+    const watcher =
+      config.tls === undefined
+        ? undefined
+        : watchTlsFiles(config.tls, (material) => server.reloadTls(material), {
+            intervalMs: config.tlsReloadIntervalMs,
+            onError: (error) => logger.warn("TLS files changed but could not be loaded; keeping the current certificate", { err: error }),
+          });
     return {
       server,
       context,
       database: db,
       devTlsDir,
       async stop(graceMs = config.shutdownGraceMs) {
+        watcher?.stop();
         await server.close(graceMs);
         context.kekCache.clear();
         await provider.close();
