@@ -45,6 +45,17 @@ export interface StartOverrides {
 
 export async function startKms(config: Config, overrides: StartOverrides = {}): Promise<RunningKms> {
   const logger = overrides.logger ?? createJsonLinesLogger();
+  // The master key first: a key file others can read must stop start-up before anything is created.
+  const rootProvider = await openLocalRootProvider(config.dataDir);
+  try {
+    return await startWithRootProvider(config, overrides, logger, rootProvider);
+  } catch (error) {
+    await rootProvider.close();
+    throw error;
+  }
+}
+
+async function startWithRootProvider(config: Config, overrides: StartOverrides, logger: Logger, rootProvider: RootKeyProvider): Promise<RunningKms> {
   const devTlsDir = config.mode === "development" && config.tls === undefined ? join(config.dataDir, "tls") : undefined;
   const tls = await loadTls(config, devTlsDir);
   const jwt = await jwtOptions(config);
@@ -53,11 +64,9 @@ export async function startKms(config: Config, overrides: StartOverrides = {}): 
   const pgliteDir = join(config.dataDir, "pglite");
   const lock = ownsDatabase && config.databaseUrl === undefined ? await lockDataDir(config.dataDir) : undefined;
   let database: OpenedDatabase | undefined;
-  let rootProvider: RootKeyProvider | undefined;
   try {
     database = overrides.database ?? (await openConfiguredDatabase(config, pgliteDir));
     if (ownsDatabase) await migrateToLatest(database.db);
-    rootProvider = await openLocalRootProvider(config.dataDir);
     const context: KmsContext = {
       db: database.db,
       rootProvider,
@@ -97,7 +106,6 @@ export async function startKms(config: Config, overrides: StartOverrides = {}): 
       },
     };
   } catch (error) {
-    await rootProvider?.close();
     if (ownsDatabase) await database?.close();
     await lock?.release();
     throw error;

@@ -9,6 +9,7 @@ import { KeyManagementService } from "../../../gen/matih/kms/v1/key_management_s
 import { KmsError } from "../domain/kms-error.js";
 import { authenticationContextValues, createAuthenticator } from "./authentication.js";
 import { toConnectError } from "./error-mapping.js";
+import { useSpecGrpcMessageEncoding } from "./grpc-message-encoding.js";
 import { createJwtVerifier, type JwtVerifierOptions } from "./jwt-verifier.js";
 import { createJsonLinesLogger, type Logger } from "./logger.js";
 import { singleHeader } from "./node-headers.js";
@@ -176,6 +177,7 @@ export async function createKmsServer(options: KmsServerOptions): Promise<KmsSer
       serveHealth(req, res, draining);
       return;
     }
+    useSpecGrpcMessageEncoding(singleHeader(req.headers, "content-type"), res);
     rpcHandler(req, res);
   };
 

@@ -170,6 +170,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
       const caller = await authenticate({ values: contextValues });
 
       const bodyBytes = await readBoundedBody(req, limit);
+      if (bodyBytes.length > 0) requireJsonContentType(singleHeader(req.headers, "content-type"));
       let bodyText: string;
       try {
         bodyText = utf8.decode(bodyBytes);
@@ -227,6 +228,21 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     });
   };
   return Object.assign(transcoder, { routes });
+}
+
+/**
+ * A body must be declared JSON. Besides being the contract, this shuts out
+ * cross-site form posts: a browser holding a client certificate may send
+ * text/plain or form bodies to another origin without a preflight, never
+ * application/json.
+ */
+function requireJsonContentType(contentType: string | undefined): void {
+  const mediaType = contentType?.split(";")[0]?.trim().toLowerCase();
+  if (mediaType !== "application/json") {
+    throw new KmsError("MALFORMED_BODY", `Content-Type: must be application/json for a request with a body, got ${JSON.stringify(contentType ?? "")}`, {
+      field: "Content-Type",
+    });
+  }
 }
 
 function sendMethodNotAllowed(req: NodeRequest, res: NodeResponse, httpMethod: string, allowed: string[], log: Logger, context: Record<string, unknown>): void {
