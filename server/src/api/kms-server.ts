@@ -6,6 +6,9 @@ import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { DataKeyService } from "../../../gen/matih/kms/v1/data_key_service_pb.js";
 import { KeyManagementService } from "../../../gen/matih/kms/v1/key_management_service_pb.js";
+import { AdminService } from "../../../gen/matih/kms/v1/admin_service_pb.js";
+import { DatasetService } from "../../../gen/matih/kms/v1/dataset_service_pb.js";
+import { KeyEventService } from "../../../gen/matih/kms/v1/key_event_service_pb.js";
 import { KmsError } from "../domain/kms-error.js";
 import { authenticationContextValues, createAuthenticator } from "./authentication.js";
 import { toConnectError } from "./error-mapping.js";
@@ -33,10 +36,17 @@ export interface KmsServerAuthOptions {
   readonly spiffeTrustDomains?: readonly string[];
 }
 
-/** The service implementations; the same objects serve gRPC, gRPC-Web, Connect and REST. */
+/**
+ * The service implementations; the same objects serve gRPC, gRPC-Web, Connect
+ * and REST. A method an implementation lacks answers Unimplemented (501 over
+ * REST); a service left out is not routed at all.
+ */
 export interface KmsServerServices {
-  readonly keyManagement: ServiceImpl<typeof KeyManagementService>;
-  readonly dataKey: ServiceImpl<typeof DataKeyService>;
+  readonly keyManagement: Partial<ServiceImpl<typeof KeyManagementService>>;
+  readonly dataKey: Partial<ServiceImpl<typeof DataKeyService>>;
+  readonly dataset?: Partial<ServiceImpl<typeof DatasetService>>;
+  readonly keyEvents?: Partial<ServiceImpl<typeof KeyEventService>>;
+  readonly admin?: Partial<ServiceImpl<typeof AdminService>>;
 }
 
 export interface KmsServerOptions {
@@ -115,9 +125,13 @@ export async function createKmsServer(options: KmsServerOptions): Promise<KmsSer
   const isDraining = (): boolean => draining;
   const shutdown = new AbortController();
 
+  const { services } = options;
   const bindings = [
-    bindService(KeyManagementService, options.services.keyManagement),
-    bindService(DataKeyService, options.services.dataKey),
+    bindService(KeyManagementService, services.keyManagement),
+    bindService(DataKeyService, services.dataKey),
+    ...(services.dataset === undefined ? [] : [bindService(DatasetService, services.dataset)]),
+    ...(services.keyEvents === undefined ? [] : [bindService(KeyEventService, services.keyEvents)]),
+    ...(services.admin === undefined ? [] : [bindService(AdminService, services.admin)]),
   ];
   const transcoder = createRestTranscoder({
     services: bindings,

@@ -5,9 +5,9 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { KekAlgorithm, Key, KeyState, KeyStatus, RotationPolicy } from "./resources_pb.js";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { CustomerKey, KekAlgorithm, Key, KeyState, KeyStatus, LifecyclePolicy, RotationPolicy } from "./resources_pb.js";
 import { file_matih_kms_v1_resources } from "./resources_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file matih/kms/v1/key_management_service.proto.
  */
 export const file_matih_kms_v1_key_management_service: GenFile = /*@__PURE__*/
-  fileDesc("CiltYXRpaC9rbXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIMbWF0aWgua21zLnYxInIKD0xpc3RLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSJQoFc3RhdGUYBCABKA4yFi5tYXRpaC5rbXMudjEuS2V5U3RhdGUiTAoQTGlzdEtleXNSZXNwb25zZRIfCgRrZXlzGAEgAygLMhEubWF0aWgua21zLnYxLktleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitAEKEENyZWF0ZUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIxCg1rZWtfYWxnb3JpdGhtGAMgASgOMhoubWF0aWgua21zLnYxLktla0FsZ29yaXRobRI1Cg9yb3RhdGlvbl9wb2xpY3kYBCABKAsyHC5tYXRpaC5rbXMudjEuUm90YXRpb25Qb2xpY3kSEwoLZGVzY3JpcHRpb24YBSABKAkiMwoRQ3JlYXRlS2V5UmVzcG9uc2USHgoDa2V5GAEgASgLMhEubWF0aWgua21zLnYxLktleSIyCg1HZXRLZXlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkiMAoOR2V0S2V5UmVzcG9uc2USHgoDa2V5GAEgASgLMhEubWF0aWgua21zLnYxLktleSJJChBSb3RhdGVLZXlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEgoKcm90YXRlX2tlaxgDIAEoCCIzChFSb3RhdGVLZXlSZXNwb25zZRIeCgNrZXkYASABKAsyES5tYXRpaC5rbXMudjEuS2V5IjUKEFJldm9rZUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCSIzChFSZXZva2VLZXlSZXNwb25zZRIeCgNrZXkYASABKAsyES5tYXRpaC5rbXMudjEuS2V5Ii8KGkdldEVuY3J5cHRpb25TdGF0dXNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSKIAQobR2V0RW5jcnlwdGlvblN0YXR1c1Jlc3BvbnNlEhEKCXRlbmFudF9pZBgBIAEoCRIlCgRrZXlzGAIgAygLMhcubWF0aWgua21zLnYxLktleVN0YXR1cxIvCgtyZXBvcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy6QYKFEtleU1hbmFnZW1lbnRTZXJ2aWNlEn4KCExpc3RLZXlzEh0ubWF0aWgua21zLnYxLkxpc3RLZXlzUmVxdWVzdBoeLm1hdGloLmttcy52MS5MaXN0S2V5c1Jlc3BvbnNlIjOC0+STAi0SKy9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMShAEKCUNyZWF0ZUtleRIeLm1hdGloLmttcy52MS5DcmVhdGVLZXlSZXF1ZXN0Gh8ubWF0aWgua21zLnYxLkNyZWF0ZUtleVJlc3BvbnNlIjaC0+STAjA6ASoiKy9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMSgQEKBkdldEtleRIbLm1hdGloLmttcy52MS5HZXRLZXlSZXF1ZXN0GhwubWF0aWgua21zLnYxLkdldEtleVJlc3BvbnNlIjyC0+STAjYSNC9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMve2tleV9pZH0SlAEKCVJvdGF0ZUtleRIeLm1hdGloLmttcy52MS5Sb3RhdGVLZXlSZXF1ZXN0Gh8ubWF0aWgua21zLnYxLlJvdGF0ZUtleVJlc3BvbnNlIkaC0+STAkA6ASoiOy9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMve2tleV9pZH0vcm90YXRlEooBCglSZXZva2VLZXkSHi5tYXRpaC5rbXMudjEuUmV2b2tlS2V5UmVxdWVzdBofLm1hdGloLmttcy52MS5SZXZva2VLZXlSZXNwb25zZSI8gtPkkwI2KjQvYXBpL3YxL3RlbmFudHMve3RlbmFudF9pZH0vZW5jcnlwdGlvbi9rZXlzL3trZXlfaWR9EqEBChNHZXRFbmNyeXB0aW9uU3RhdHVzEigubWF0aWgua21zLnYxLkdldEVuY3J5cHRpb25TdGF0dXNSZXF1ZXN0GikubWF0aWgua21zLnYxLkdldEVuY3J5cHRpb25TdGF0dXNSZXNwb25zZSI1gtPkkwIvEi0vYXBpL3YxL3RlbmFudHMve3RlbmFudF9pZH0vZW5jcnlwdGlvbi9zdGF0dXNiBnByb3RvMw", [file_google_api_annotations, file_google_protobuf_timestamp, file_matih_kms_v1_resources]);
+  fileDesc("CiltYXRpaC9rbXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIMbWF0aWgua21zLnYxInIKD0xpc3RLZXlzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkSJQoFc3RhdGUYBCABKA4yFi5tYXRpaC5rbXMudjEuS2V5U3RhdGUiTAoQTGlzdEtleXNSZXNwb25zZRIfCgRrZXlzGAEgAygLMhEubWF0aWgua21zLnYxLktleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkingIKEENyZWF0ZUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIxCg1rZWtfYWxnb3JpdGhtGAMgASgOMhoubWF0aWgua21zLnYxLktla0FsZ29yaXRobRI1Cg9yb3RhdGlvbl9wb2xpY3kYBCABKAsyHC5tYXRpaC5rbXMudjEuUm90YXRpb25Qb2xpY3kSEwoLZGVzY3JpcHRpb24YBSABKAkSNwoQbGlmZWN5Y2xlX3BvbGljeRgGIAEoCzIdLm1hdGloLmttcy52MS5MaWZlY3ljbGVQb2xpY3kSLwoMY3VzdG9tZXJfa2V5GAcgASgLMhkubWF0aWgua21zLnYxLkN1c3RvbWVyS2V5IjMKEUNyZWF0ZUtleVJlc3BvbnNlEh4KA2tleRgBIAEoCzIRLm1hdGloLmttcy52MS5LZXkiMgoNR2V0S2V5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJIjAKDkdldEtleVJlc3BvbnNlEh4KA2tleRgBIAEoCzIRLm1hdGloLmttcy52MS5LZXkiSQoQUm90YXRlS2V5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhIKCnJvdGF0ZV9rZWsYAyABKAgiMwoRUm90YXRlS2V5UmVzcG9uc2USHgoDa2V5GAEgASgLMhEubWF0aWgua21zLnYxLktleSI1ChBSZXZva2VLZXlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkiMwoRUmV2b2tlS2V5UmVzcG9uc2USHgoDa2V5GAEgASgLMhEubWF0aWgua21zLnYxLktleSKcAgoQVXBkYXRlS2V5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEi8KC3VwZGF0ZV9tYXNrGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxITCgtkZXNjcmlwdGlvbhgEIAEoCRI1Cg9yb3RhdGlvbl9wb2xpY3kYBSABKAsyHC5tYXRpaC5rbXMudjEuUm90YXRpb25Qb2xpY3kSNwoQbGlmZWN5Y2xlX3BvbGljeRgGIAEoCzIdLm1hdGloLmttcy52MS5MaWZlY3ljbGVQb2xpY3kSLwoMY3VzdG9tZXJfa2V5GAcgASgLMhkubWF0aWgua21zLnYxLkN1c3RvbWVyS2V5IjMKEVVwZGF0ZUtleVJlc3BvbnNlEh4KA2tleRgBIAEoCzIRLm1hdGloLmttcy52MS5LZXkiNgoRUmVzdG9yZUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCSI0ChJSZXN0b3JlS2V5UmVzcG9uc2USHgoDa2V5GAEgASgLMhEubWF0aWgua21zLnYxLktleSJRChdSZXZva2VEZWtWZXJzaW9uUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2Rla192ZXJzaW9uGAMgASgNIjoKGFJldm9rZURla1ZlcnNpb25SZXNwb25zZRIeCgNrZXkYASABKAsyES5tYXRpaC5rbXMudjEuS2V5Ii8KGkdldEVuY3J5cHRpb25TdGF0dXNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSKIAQobR2V0RW5jcnlwdGlvblN0YXR1c1Jlc3BvbnNlEhEKCXRlbmFudF9pZBgBIAEoCRIlCgRrZXlzGAIgAygLMhcubWF0aWgua21zLnYxLktleVN0YXR1cxIvCgtyZXBvcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAy1woKFEtleU1hbmFnZW1lbnRTZXJ2aWNlEn4KCExpc3RLZXlzEh0ubWF0aWgua21zLnYxLkxpc3RLZXlzUmVxdWVzdBoeLm1hdGloLmttcy52MS5MaXN0S2V5c1Jlc3BvbnNlIjOC0+STAi0SKy9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMShAEKCUNyZWF0ZUtleRIeLm1hdGloLmttcy52MS5DcmVhdGVLZXlSZXF1ZXN0Gh8ubWF0aWgua21zLnYxLkNyZWF0ZUtleVJlc3BvbnNlIjaC0+STAjA6ASoiKy9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMSgQEKBkdldEtleRIbLm1hdGloLmttcy52MS5HZXRLZXlSZXF1ZXN0GhwubWF0aWgua21zLnYxLkdldEtleVJlc3BvbnNlIjyC0+STAjYSNC9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMve2tleV9pZH0SlAEKCVJvdGF0ZUtleRIeLm1hdGloLmttcy52MS5Sb3RhdGVLZXlSZXF1ZXN0Gh8ubWF0aWgua21zLnYxLlJvdGF0ZUtleVJlc3BvbnNlIkaC0+STAkA6ASoiOy9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMve2tleV9pZH0vcm90YXRlEooBCglSZXZva2VLZXkSHi5tYXRpaC5rbXMudjEuUmV2b2tlS2V5UmVxdWVzdBofLm1hdGloLmttcy52MS5SZXZva2VLZXlSZXNwb25zZSI8gtPkkwI2KjQvYXBpL3YxL3RlbmFudHMve3RlbmFudF9pZH0vZW5jcnlwdGlvbi9rZXlzL3trZXlfaWR9Eo0BCglVcGRhdGVLZXkSHi5tYXRpaC5rbXMudjEuVXBkYXRlS2V5UmVxdWVzdBofLm1hdGloLmttcy52MS5VcGRhdGVLZXlSZXNwb25zZSI/gtPkkwI5OgEqMjQvYXBpL3YxL3RlbmFudHMve3RlbmFudF9pZH0vZW5jcnlwdGlvbi9rZXlzL3trZXlfaWR9EpgBCgpSZXN0b3JlS2V5Eh8ubWF0aWgua21zLnYxLlJlc3RvcmVLZXlSZXF1ZXN0GiAubWF0aWgua21zLnYxLlJlc3RvcmVLZXlSZXNwb25zZSJHgtPkkwJBOgEqIjwvYXBpL3YxL3RlbmFudHMve3RlbmFudF9pZH0vZW5jcnlwdGlvbi9rZXlzL3trZXlfaWR9OnJlc3RvcmUSwAEKEFJldm9rZURla1ZlcnNpb24SJS5tYXRpaC5rbXMudjEuUmV2b2tlRGVrVmVyc2lvblJlcXVlc3QaJi5tYXRpaC5rbXMudjEuUmV2b2tlRGVrVmVyc2lvblJlc3BvbnNlIl2C0+STAlc6ASoiUi9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL2tleXMve2tleV9pZH0vdmVyc2lvbnMve2Rla192ZXJzaW9ufTpyZXZva2USoQEKE0dldEVuY3J5cHRpb25TdGF0dXMSKC5tYXRpaC5rbXMudjEuR2V0RW5jcnlwdGlvblN0YXR1c1JlcXVlc3QaKS5tYXRpaC5rbXMudjEuR2V0RW5jcnlwdGlvblN0YXR1c1Jlc3BvbnNlIjWC0+STAi8SLS9hcGkvdjEvdGVuYW50cy97dGVuYW50X2lkfS9lbmNyeXB0aW9uL3N0YXR1c2IGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_matih_kms_v1_resources]);
 
 /**
  * @generated from message matih.kms.v1.ListKeysRequest
@@ -116,6 +116,20 @@ export type CreateKeyRequest = Message<"matih.kms.v1.CreateKeyRequest"> & {
    * @generated from field: string description = 5;
    */
   description: string;
+
+  /**
+   * Unset periods take the platform defaults.
+   *
+   * @generated from field: matih.kms.v1.LifecyclePolicy lifecycle_policy = 6;
+   */
+  lifecyclePolicy?: LifecyclePolicy | undefined;
+
+  /**
+   * Set to keep the KEK in the tenant's own cloud KMS (enterprise plan only).
+   *
+   * @generated from field: matih.kms.v1.CustomerKey customer_key = 7;
+   */
+  customerKey?: CustomerKey | undefined;
 };
 
 /**
@@ -267,6 +281,156 @@ export const RevokeKeyResponseSchema: GenMessage<RevokeKeyResponse> = /*@__PURE_
   messageDesc(file_matih_kms_v1_key_management_service, 9);
 
 /**
+ * @generated from message matih.kms.v1.UpdateKeyRequest
+ */
+export type UpdateKeyRequest = Message<"matih.kms.v1.UpdateKeyRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * Which of the fields below to change: "description", "rotation_policy",
+   * "lifecycle_policy", "customer_key".
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 3;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * @generated from field: matih.kms.v1.RotationPolicy rotation_policy = 5;
+   */
+  rotationPolicy?: RotationPolicy | undefined;
+
+  /**
+   * @generated from field: matih.kms.v1.LifecyclePolicy lifecycle_policy = 6;
+   */
+  lifecyclePolicy?: LifecyclePolicy | undefined;
+
+  /**
+   * @generated from field: matih.kms.v1.CustomerKey customer_key = 7;
+   */
+  customerKey?: CustomerKey | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.UpdateKeyRequest.
+ * Use `create(UpdateKeyRequestSchema)` to create a new message.
+ */
+export const UpdateKeyRequestSchema: GenMessage<UpdateKeyRequest> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_key_management_service, 10);
+
+/**
+ * @generated from message matih.kms.v1.UpdateKeyResponse
+ */
+export type UpdateKeyResponse = Message<"matih.kms.v1.UpdateKeyResponse"> & {
+  /**
+   * @generated from field: matih.kms.v1.Key key = 1;
+   */
+  key?: Key | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.UpdateKeyResponse.
+ * Use `create(UpdateKeyResponseSchema)` to create a new message.
+ */
+export const UpdateKeyResponseSchema: GenMessage<UpdateKeyResponse> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_key_management_service, 11);
+
+/**
+ * @generated from message matih.kms.v1.RestoreKeyRequest
+ */
+export type RestoreKeyRequest = Message<"matih.kms.v1.RestoreKeyRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+};
+
+/**
+ * Describes the message matih.kms.v1.RestoreKeyRequest.
+ * Use `create(RestoreKeyRequestSchema)` to create a new message.
+ */
+export const RestoreKeyRequestSchema: GenMessage<RestoreKeyRequest> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_key_management_service, 12);
+
+/**
+ * @generated from message matih.kms.v1.RestoreKeyResponse
+ */
+export type RestoreKeyResponse = Message<"matih.kms.v1.RestoreKeyResponse"> & {
+  /**
+   * @generated from field: matih.kms.v1.Key key = 1;
+   */
+  key?: Key | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.RestoreKeyResponse.
+ * Use `create(RestoreKeyResponseSchema)` to create a new message.
+ */
+export const RestoreKeyResponseSchema: GenMessage<RestoreKeyResponse> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_key_management_service, 13);
+
+/**
+ * @generated from message matih.kms.v1.RevokeDekVersionRequest
+ */
+export type RevokeDekVersionRequest = Message<"matih.kms.v1.RevokeDekVersionRequest"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: uint32 dek_version = 3;
+   */
+  dekVersion: number;
+};
+
+/**
+ * Describes the message matih.kms.v1.RevokeDekVersionRequest.
+ * Use `create(RevokeDekVersionRequestSchema)` to create a new message.
+ */
+export const RevokeDekVersionRequestSchema: GenMessage<RevokeDekVersionRequest> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_key_management_service, 14);
+
+/**
+ * @generated from message matih.kms.v1.RevokeDekVersionResponse
+ */
+export type RevokeDekVersionResponse = Message<"matih.kms.v1.RevokeDekVersionResponse"> & {
+  /**
+   * @generated from field: matih.kms.v1.Key key = 1;
+   */
+  key?: Key | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.RevokeDekVersionResponse.
+ * Use `create(RevokeDekVersionResponseSchema)` to create a new message.
+ */
+export const RevokeDekVersionResponseSchema: GenMessage<RevokeDekVersionResponse> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_key_management_service, 15);
+
+/**
  * @generated from message matih.kms.v1.GetEncryptionStatusRequest
  */
 export type GetEncryptionStatusRequest = Message<"matih.kms.v1.GetEncryptionStatusRequest"> & {
@@ -281,7 +445,7 @@ export type GetEncryptionStatusRequest = Message<"matih.kms.v1.GetEncryptionStat
  * Use `create(GetEncryptionStatusRequestSchema)` to create a new message.
  */
 export const GetEncryptionStatusRequestSchema: GenMessage<GetEncryptionStatusRequest> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_key_management_service, 10);
+  messageDesc(file_matih_kms_v1_key_management_service, 16);
 
 /**
  * @generated from message matih.kms.v1.GetEncryptionStatusResponse
@@ -310,7 +474,7 @@ export type GetEncryptionStatusResponse = Message<"matih.kms.v1.GetEncryptionSta
  * Use `create(GetEncryptionStatusResponseSchema)` to create a new message.
  */
 export const GetEncryptionStatusResponseSchema: GenMessage<GetEncryptionStatusResponse> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_key_management_service, 11);
+  messageDesc(file_matih_kms_v1_key_management_service, 17);
 
 /**
  * Tenant key management: create, inspect, rotate and revoke a tenant's keys.
@@ -373,6 +537,40 @@ export const KeyManagementService: GenService<{
     methodKind: "unary";
     input: typeof RevokeKeyRequestSchema;
     output: typeof RevokeKeyResponseSchema;
+  },
+  /**
+   * Changes a key's description, rotation policy or lifecycle policy, or
+   * points a customer-managed key at a new key in the customer's KMS (its
+   * DEK versions are then re-wrapped under it in the background).
+   *
+   * @generated from rpc matih.kms.v1.KeyManagementService.UpdateKey
+   */
+  updateKey: {
+    methodKind: "unary";
+    input: typeof UpdateKeyRequestSchema;
+    output: typeof UpdateKeyResponseSchema;
+  },
+  /**
+   * Restores a revoked key during its waiting period.
+   *
+   * @generated from rpc matih.kms.v1.KeyManagementService.RestoreKey
+   */
+  restoreKey: {
+    methodKind: "unary";
+    input: typeof RestoreKeyRequestSchema;
+    output: typeof RestoreKeyResponseSchema;
+  },
+  /**
+   * Revokes one DEK version (say a compromised one) without revoking the
+   * key: from the next call on it never decrypts; the key keeps working with
+   * its other versions. A primary version is first rotated away.
+   *
+   * @generated from rpc matih.kms.v1.KeyManagementService.RevokeDekVersion
+   */
+  revokeDekVersion: {
+    methodKind: "unary";
+    input: typeof RevokeDekVersionRequestSchema;
+    output: typeof RevokeDekVersionResponseSchema;
   },
   /**
    * Reports every key of the tenant: state, versions, ages, next rotation.

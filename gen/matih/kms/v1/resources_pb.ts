@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file matih/kms/v1/resources.proto.
  */
 export const file_matih_kms_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChxtYXRpaC9rbXMvdjEvcmVzb3VyY2VzLnByb3RvEgxtYXRpaC5rbXMudjEipAUKA0tleRIRCgl0ZW5hbnRfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEjEKDWtla19hbGdvcml0aG0YBCABKA4yGi5tYXRpaC5rbXMudjEuS2VrQWxnb3JpdGhtEi8KCnByb3RlY3Rpb24YBSABKA4yGy5tYXRpaC5rbXMudjEuS2V5UHJvdGVjdGlvbhIlCgVzdGF0ZRgGIAEoDjIWLm1hdGloLmttcy52MS5LZXlTdGF0ZRI1Cg9yb3RhdGlvbl9wb2xpY3kYByABKAsyHC5tYXRpaC5rbXMudjEuUm90YXRpb25Qb2xpY3kSGwoTcHJpbWFyeV9kZWtfdmVyc2lvbhgIIAEoDRIbChNwcmltYXJ5X2tla192ZXJzaW9uGAkgASgNEi4KDGtla192ZXJzaW9ucxgKIAMoCzIYLm1hdGloLmttcy52MS5LZWtWZXJzaW9uEi4KDGRla192ZXJzaW9ucxgLIAMoCzIYLm1hdGloLmttcy52MS5EZWtWZXJzaW9uEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoWbmV4dF9kZWtfcm90YXRpb25fdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoWbmV4dF9rZWtfcm90YXRpb25fdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoABCg5Sb3RhdGlvblBvbGljeRI2ChNkZWtfcm90YXRpb25fcGVyaW9kGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKE2tla19yb3RhdGlvbl9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24irgEKCktla1ZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIsCgVzdGF0ZRgCIAEoDjIdLm1hdGloLmttcy52MS5LZWtWZXJzaW9uU3RhdGUSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3lfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiwgEKCkRla1ZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIsCgVzdGF0ZRgCIAEoDjIdLm1hdGloLmttcy52MS5EZWtWZXJzaW9uU3RhdGUSEwoLa2VrX3ZlcnNpb24YAyABKA0SLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3JvdGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK6BAoJS2V5U3RhdHVzEg4KBmtleV9pZBgBIAEoCRIlCgVzdGF0ZRgCIAEoDjIWLm1hdGloLmttcy52MS5LZXlTdGF0ZRIxCg1rZWtfYWxnb3JpdGhtGAMgASgOMhoubWF0aWgua21zLnYxLktla0FsZ29yaXRobRIvCgpwcm90ZWN0aW9uGAQgASgOMhsubWF0aWgua21zLnYxLktleVByb3RlY3Rpb24SGwoTcHJpbWFyeV9kZWtfdmVyc2lvbhgFIAEoDRIyCg9wcmltYXJ5X2Rla19hZ2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGwoTcHJpbWFyeV9rZWtfdmVyc2lvbhgHIAEoDRIyCg9wcmltYXJ5X2tla19hZ2UYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOgoWbmV4dF9kZWtfcm90YXRpb25fdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoWbmV4dF9rZWtfcm90YXRpb25fdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcm90YXRpb25fb3ZlcmR1ZRgLIAEoCBIuCgxkZWtfdmVyc2lvbnMYDCADKAsyGC5tYXRpaC5rbXMudjEuRGVrVmVyc2lvbhIuCgxrZWtfdmVyc2lvbnMYDSADKAsyGC5tYXRpaC5rbXMudjEuS2VrVmVyc2lvbipsCghLZXlTdGF0ZRIZChVLRVlfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFLRVlfU1RBVEVfRU5BQkxFRBABEhUKEUtFWV9TVEFURV9SRVZPS0VEEAISFwoTS0VZX1NUQVRFX0RFU1RST1lFRBADKmQKDEtla0FsZ29yaXRobRIdChlLRUtfQUxHT1JJVEhNX1VOU1BFQ0lGSUVEEAASGQoVS0VLX0FMR09SSVRITV9BRVNfMjU2EAESGgoWS0VLX0FMR09SSVRITV9SU0FfNDA5NhACKnkKDUtleVByb3RlY3Rpb24SHgoaS0VZX1BST1RFQ1RJT05fVU5TUEVDSUZJRUQQABIjCh9LRVlfUFJPVEVDVElPTl9QTEFURk9STV9NQU5BR0VEEAESIwofS0VZX1BST1RFQ1RJT05fQ1VTVE9NRVJfTUFOQUdFRBACKpQBCg9LZWtWZXJzaW9uU3RhdGUSIQodS0VLX1ZFUlNJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIdChlLRUtfVkVSU0lPTl9TVEFURV9QUklNQVJZEAESHgoaS0VLX1ZFUlNJT05fU1RBVEVfUkVUSVJJTkcQAhIfChtLRUtfVkVSU0lPTl9TVEFURV9ERVNUUk9ZRUQQAyq6AQoPRGVrVmVyc2lvblN0YXRlEiEKHURFS19WRVJTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHQoZREVLX1ZFUlNJT05fU1RBVEVfUFJJTUFSWRABEiIKHkRFS19WRVJTSU9OX1NUQVRFX0RFQ1JZUFRfT05MWRACEiMKH0RFS19WRVJTSU9OX1NUQVRFX1BFTkRJTkdfUFVSR0UQAxIcChhERUtfVkVSU0lPTl9TVEFURV9QVVJHRUQQBGIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChxtYXRpaC9rbXMvdjEvcmVzb3VyY2VzLnByb3RvEgxtYXRpaC5rbXMudjEiugcKA0tleRIRCgl0ZW5hbnRfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEjEKDWtla19hbGdvcml0aG0YBCABKA4yGi5tYXRpaC5rbXMudjEuS2VrQWxnb3JpdGhtEi8KCnByb3RlY3Rpb24YBSABKA4yGy5tYXRpaC5rbXMudjEuS2V5UHJvdGVjdGlvbhIlCgVzdGF0ZRgGIAEoDjIWLm1hdGloLmttcy52MS5LZXlTdGF0ZRI1Cg9yb3RhdGlvbl9wb2xpY3kYByABKAsyHC5tYXRpaC5rbXMudjEuUm90YXRpb25Qb2xpY3kSGwoTcHJpbWFyeV9kZWtfdmVyc2lvbhgIIAEoDRIbChNwcmltYXJ5X2tla192ZXJzaW9uGAkgASgNEi4KDGtla192ZXJzaW9ucxgKIAMoCzIYLm1hdGloLmttcy52MS5LZWtWZXJzaW9uEi4KDGRla192ZXJzaW9ucxgLIAMoCzIYLm1hdGloLmttcy52MS5EZWtWZXJzaW9uEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoWbmV4dF9kZWtfcm90YXRpb25fdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOgoWbmV4dF9rZWtfcm90YXRpb25fdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjcKEGxpZmVjeWNsZV9wb2xpY3kYESABKAsyHS5tYXRpaC5rbXMudjEuTGlmZWN5Y2xlUG9saWN5EjoKFnNjaGVkdWxlZF9kZXN0cm95X3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3lfdGltZRgTIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoMY3VzdG9tZXJfa2V5GBQgASgLMhkubWF0aWgua21zLnYxLkN1c3RvbWVyS2V5EjwKFWxhc3Rfcm90YXRpb25fZmFpbHVyZRgVIAEoCzIdLm1hdGloLmttcy52MS5Sb3RhdGlvbkZhaWx1cmUivQEKD0xpZmVjeWNsZVBvbGljeRIzChBkZWtfZ3JhY2VfcGVyaW9kGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjcKFGRlY3J5cHRfcXVpZXRfd2luZG93GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjwKGXJldm9jYXRpb25fd2FpdGluZ19wZXJpb2QYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iUwoLQ3VzdG9tZXJLZXkSMwoIcHJvdmlkZXIYASABKA4yIS5tYXRpaC5rbXMudjEuQ3VzdG9tZXJLZXlQcm92aWRlchIPCgdrZXlfdXJpGAIgASgJItIBChFDdXN0b21lcktleUhlYWx0aBI1ChFsYXN0X3N1Y2Nlc3NfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPbGFzdF9lcnJvcl90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI9ChBsYXN0X2Vycm9yX2NsYXNzGAMgASgOMiMubWF0aWgua21zLnYxLkN1c3RvbWVyS2V5RXJyb3JDbGFzcxISCgpsYXN0X2Vycm9yGAQgASgJIl4KD1JvdGF0aW9uRmFpbHVyZRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdtZXNzYWdlGAIgASgJEhAKCGF0dGVtcHRzGAMgASgNIoABCg5Sb3RhdGlvblBvbGljeRI2ChNkZWtfcm90YXRpb25fcGVyaW9kGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKE2tla19yb3RhdGlvbl9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i5AEKCktla1ZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIsCgVzdGF0ZRgCIAEoDjIdLm1hdGloLmttcy52MS5LZWtWZXJzaW9uU3RhdGUSLwoLY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGRlc3Ryb3lfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcmV3cmFwcGVkX2Rla19jb3VudBgFIAEoBBIXCg90b3RhbF9kZWtfY291bnQYBiABKAQi2gIKCkRla1ZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIsCgVzdGF0ZRgCIAEoDjIdLm1hdGloLmttcy52MS5EZWtWZXJzaW9uU3RhdGUSEwoLa2VrX3ZlcnNpb24YAyABKA0SLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3JvdGF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFsYXN0X2RlY3J5cHRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcHVyZ2VfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuQGCglLZXlTdGF0dXMSDgoGa2V5X2lkGAEgASgJEiUKBXN0YXRlGAIgASgOMhYubWF0aWgua21zLnYxLktleVN0YXRlEjEKDWtla19hbGdvcml0aG0YAyABKA4yGi5tYXRpaC5rbXMudjEuS2VrQWxnb3JpdGhtEi8KCnByb3RlY3Rpb24YBCABKA4yGy5tYXRpaC5rbXMudjEuS2V5UHJvdGVjdGlvbhIbChNwcmltYXJ5X2Rla192ZXJzaW9uGAUgASgNEjIKD3ByaW1hcnlfZGVrX2FnZRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNwcmltYXJ5X2tla192ZXJzaW9uGAcgASgNEjIKD3ByaW1hcnlfa2VrX2FnZRgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI6ChZuZXh0X2Rla19yb3RhdGlvbl90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6ChZuZXh0X2tla19yb3RhdGlvbl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByb3RhdGlvbl9vdmVyZHVlGAsgASgIEi4KDGRla192ZXJzaW9ucxgMIAMoCzIYLm1hdGloLmttcy52MS5EZWtWZXJzaW9uEi4KDGtla192ZXJzaW9ucxgNIAMoCzIYLm1hdGloLmttcy52MS5LZWtWZXJzaW9uEj8KFWRla192ZXJzaW9uX2hvbGRiYWNrcxgOIAMoCzIgLm1hdGloLmttcy52MS5EZWtWZXJzaW9uSG9sZGJhY2sSLwoIZGF0YXNldHMYDyADKAsyHS5tYXRpaC5rbXMudjEuRGF0YXNldFByb2dyZXNzEjwKE2N1c3RvbWVyX2tleV9oZWFsdGgYECABKAsyHy5tYXRpaC5rbXMudjEuQ3VzdG9tZXJLZXlIZWFsdGgSPAoVbGFzdF9yb3RhdGlvbl9mYWlsdXJlGBEgASgLMh0ubWF0aWgua21zLnYxLlJvdGF0aW9uRmFpbHVyZRI6ChZzY2hlZHVsZWRfZGVzdHJveV90aW1lGBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKoAgoSRGVrVmVyc2lvbkhvbGRiYWNrEg8KB3ZlcnNpb24YASABKA0SLAoFc3RhdGUYAiABKA4yHS5tYXRpaC5rbXMudjEuRGVrVmVyc2lvblN0YXRlEjIKD2dyYWNlX3JlbWFpbmluZxgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI0ChBkYXRhc2V0c19ob2xkaW5nGAQgAygLMhoubWF0aWgua21zLnYxLkRhdGFzZXRDb3VudBI1ChFsYXN0X2RlY3J5cHRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoPcXVpZXRfcmVtYWluaW5nGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIjcKDERhdGFzZXRDb3VudBISCgpkYXRhc2V0X2lkGAEgASgJEhMKC2NpcGhlcnRleHRzGAIgASgEIpgCCgdEYXRhc2V0EhEKCXRlbmFudF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSEgoKZGF0YXNldF9pZBgDIAEoCRIrCgpzdG9yZV9raW5kGAQgASgOMhcubWF0aWgua21zLnYxLlN0b3JlS2luZBITCgtkZXNjcmlwdGlvbhgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQbGFzdF9yZXBvcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoGY291bnRzGAggAygLMh0ubWF0aWgua21zLnYxLkRla1ZlcnNpb25Db3VudCI7Cg9EZWtWZXJzaW9uQ291bnQSEwoLZGVrX3ZlcnNpb24YASABKA0SEwoLY2lwaGVydGV4dHMYAiABKAQiugEKD0RhdGFzZXRQcm9ncmVzcxISCgpkYXRhc2V0X2lkGAEgASgJEisKCnN0b3JlX2tpbmQYAiABKA4yFy5tYXRpaC5rbXMudjEuU3RvcmVLaW5kEhkKEXRvdGFsX2NpcGhlcnRleHRzGAMgASgEEhUKDXVuZGVyX3ByaW1hcnkYBCABKAQSNAoQbGFzdF9yZXBvcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiuwEKCEtleUV2ZW50Eg4KBmN1cnNvchgBIAEoCRIRCgl0ZW5hbnRfaWQYAiABKAkSDgoGa2V5X2lkGAMgASgJEigKBHR5cGUYBCABKA4yGi5tYXRpaC5rbXMudjEuS2V5RXZlbnRUeXBlEhMKC2Rla192ZXJzaW9uGAUgASgNEhMKC2tla192ZXJzaW9uGAYgASgNEigKBHRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKq0BChNDdXN0b21lcktleVByb3ZpZGVyEiUKIUNVU1RPTUVSX0tFWV9QUk9WSURFUl9VTlNQRUNJRklFRBAAEiEKHUNVU1RPTUVSX0tFWV9QUk9WSURFUl9BV1NfS01TEAESKQolQ1VTVE9NRVJfS0VZX1BST1ZJREVSX0FaVVJFX0tFWV9WQVVMVBACEiEKHUNVU1RPTUVSX0tFWV9QUk9WSURFUl9HQ1BfS01TEAMq5QEKFUN1c3RvbWVyS2V5RXJyb3JDbGFzcxIoCiRDVVNUT01FUl9LRVlfRVJST1JfQ0xBU1NfVU5TUEVDSUZJRUQQABIkCiBDVVNUT01FUl9LRVlfRVJST1JfQ0xBU1NfUkVWT0tFRBABEigKJENVU1RPTUVSX0tFWV9FUlJPUl9DTEFTU19VTlJFQUNIQUJMRRACEi4KKkNVU1RPTUVSX0tFWV9FUlJPUl9DTEFTU19QRVJNSVNTSU9OX0RFTklFRBADEiIKHkNVU1RPTUVSX0tFWV9FUlJPUl9DTEFTU19PVEhFUhAEKmwKCEtleVN0YXRlEhkKFUtFWV9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUtFWV9TVEFURV9FTkFCTEVEEAESFQoRS0VZX1NUQVRFX1JFVk9LRUQQAhIXChNLRVlfU1RBVEVfREVTVFJPWUVEEAMqZAoMS2VrQWxnb3JpdGhtEh0KGUtFS19BTEdPUklUSE1fVU5TUEVDSUZJRUQQABIZChVLRUtfQUxHT1JJVEhNX0FFU18yNTYQARIaChZLRUtfQUxHT1JJVEhNX1JTQV80MDk2EAIqeQoNS2V5UHJvdGVjdGlvbhIeChpLRVlfUFJPVEVDVElPTl9VTlNQRUNJRklFRBAAEiMKH0tFWV9QUk9URUNUSU9OX1BMQVRGT1JNX01BTkFHRUQQARIjCh9LRVlfUFJPVEVDVElPTl9DVVNUT01FUl9NQU5BR0VEEAIqlAEKD0tla1ZlcnNpb25TdGF0ZRIhCh1LRUtfVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEh0KGUtFS19WRVJTSU9OX1NUQVRFX1BSSU1BUlkQARIeChpLRUtfVkVSU0lPTl9TVEFURV9SRVRJUklORxACEh8KG0tFS19WRVJTSU9OX1NUQVRFX0RFU1RST1lFRBADKtkBCg9EZWtWZXJzaW9uU3RhdGUSIQodREVLX1ZFUlNJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIdChlERUtfVkVSU0lPTl9TVEFURV9QUklNQVJZEAESIgoeREVLX1ZFUlNJT05fU1RBVEVfREVDUllQVF9PTkxZEAISIwofREVLX1ZFUlNJT05fU1RBVEVfUEVORElOR19QVVJHRRADEhwKGERFS19WRVJTSU9OX1NUQVRFX1BVUkdFRBAEEh0KGURFS19WRVJTSU9OX1NUQVRFX1JFVk9LRUQQBSqzAQoJU3RvcmVLaW5kEhoKFlNUT1JFX0tJTkRfVU5TUEVDSUZJRUQQABIXChNTVE9SRV9LSU5EX1BPU1RHUkVTEAESFAoQU1RPUkVfS0lORF9SRURJUxACEhQKEFNUT1JFX0tJTkRfS0FGS0EQAxIRCg1TVE9SRV9LSU5EX1MzEAQSHAoYU1RPUkVfS0lORF9FTEFTVElDU0VBUkNIEAUSFAoQU1RPUkVfS0lORF9PVEhFUhAGKsIDCgxLZXlFdmVudFR5cGUSHgoaS0VZX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIeChpLRVlfRVZFTlRfVFlQRV9LRVlfQ1JFQVRFRBABEh4KGktFWV9FVkVOVF9UWVBFX0RFS19ST1RBVEVEEAISHgoaS0VZX0VWRU5UX1RZUEVfS0VLX1JPVEFURUQQAxIeChpLRVlfRVZFTlRfVFlQRV9LRVlfUkVWT0tFRBAEEh8KG0tFWV9FVkVOVF9UWVBFX0tFWV9SRVNUT1JFRBAFEiAKHEtFWV9FVkVOVF9UWVBFX0tFWV9ERVNUUk9ZRUQQBhImCiJLRVlfRVZFTlRfVFlQRV9ERUtfVkVSU0lPTl9SRVZPS0VEEAcSJQohS0VZX0VWRU5UX1RZUEVfREVLX1ZFUlNJT05fUFVSR0VEEAgSKAokS0VZX0VWRU5UX1RZUEVfS0VLX1ZFUlNJT05fREVTVFJPWUVEEAkSKwonS0VZX0VWRU5UX1RZUEVfQ1VTVE9NRVJfS0VZX1VOQVZBSUxBQkxFEAoSKQolS0VZX0VWRU5UX1RZUEVfQ1VTVE9NRVJfS0VZX0FWQUlMQUJMRRALYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A tenant key: one key-encryption key (KEK) with its chain of versions, and
@@ -117,6 +117,39 @@ export type Key = Message<"matih.kms.v1.Key"> & {
    * @generated from field: google.protobuf.Timestamp revoke_time = 16;
    */
   revokeTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: matih.kms.v1.LifecyclePolicy lifecycle_policy = 17;
+   */
+  lifecyclePolicy?: LifecyclePolicy | undefined;
+
+  /**
+   * While REVOKED: when the key is destroyed unless restored before.
+   *
+   * @generated from field: google.protobuf.Timestamp scheduled_destroy_time = 18;
+   */
+  scheduledDestroyTime?: Timestamp | undefined;
+
+  /**
+   * Set once the key is destroyed (its material erased).
+   *
+   * @generated from field: google.protobuf.Timestamp destroy_time = 19;
+   */
+  destroyTime?: Timestamp | undefined;
+
+  /**
+   * Set for a customer-managed (BYOK) key: where its KEK lives.
+   *
+   * @generated from field: matih.kms.v1.CustomerKey customer_key = 20;
+   */
+  customerKey?: CustomerKey | undefined;
+
+  /**
+   * The last scheduled rotation that failed, until one succeeds.
+   *
+   * @generated from field: matih.kms.v1.RotationFailure last_rotation_failure = 21;
+   */
+  lastRotationFailure?: RotationFailure | undefined;
 };
 
 /**
@@ -125,6 +158,134 @@ export type Key = Message<"matih.kms.v1.Key"> & {
  */
 export const KeySchema: GenMessage<Key> = /*@__PURE__*/
   messageDesc(file_matih_kms_v1_resources, 0);
+
+/**
+ * How long superseded material is kept and how revocation may be undone.
+ *
+ * @generated from message matih.kms.v1.LifecyclePolicy
+ */
+export type LifecyclePolicy = Message<"matih.kms.v1.LifecyclePolicy"> & {
+  /**
+   * Time after a DEK version stops being primary before it may be purged.
+   * Default 7 days; allowed 1 to 365 days.
+   *
+   * @generated from field: google.protobuf.Duration dek_grace_period = 1;
+   */
+  dekGracePeriod?: Duration | undefined;
+
+  /**
+   * A DEK version is purged only if no Decrypt of it was served for this
+   * long. Default 7 days; allowed 1 to 90 days.
+   *
+   * @generated from field: google.protobuf.Duration decrypt_quiet_window = 2;
+   */
+  decryptQuietWindow?: Duration | undefined;
+
+  /**
+   * A revoked key can be restored for this long, then it is destroyed.
+   * Default 30 days; allowed 7 to 90 days.
+   *
+   * @generated from field: google.protobuf.Duration revocation_waiting_period = 3;
+   */
+  revocationWaitingPeriod?: Duration | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.LifecyclePolicy.
+ * Use `create(LifecyclePolicySchema)` to create a new message.
+ */
+export const LifecyclePolicySchema: GenMessage<LifecyclePolicy> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 1);
+
+/**
+ * A KEK held in the tenant's own cloud KMS (bring your own key).
+ *
+ * @generated from message matih.kms.v1.CustomerKey
+ */
+export type CustomerKey = Message<"matih.kms.v1.CustomerKey"> & {
+  /**
+   * @generated from field: matih.kms.v1.CustomerKeyProvider provider = 1;
+   */
+  provider: CustomerKeyProvider;
+
+  /**
+   * The key in the provider: an AWS KMS key ARN, an Azure Key Vault key URL,
+   * or a GCP KMS CryptoKey resource name.
+   *
+   * @generated from field: string key_uri = 2;
+   */
+  keyUri: string;
+};
+
+/**
+ * Describes the message matih.kms.v1.CustomerKey.
+ * Use `create(CustomerKeySchema)` to create a new message.
+ */
+export const CustomerKeySchema: GenMessage<CustomerKey> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 2);
+
+/**
+ * The periodic probe of a customer key.
+ *
+ * @generated from message matih.kms.v1.CustomerKeyHealth
+ */
+export type CustomerKeyHealth = Message<"matih.kms.v1.CustomerKeyHealth"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp last_success_time = 1;
+   */
+  lastSuccessTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_error_time = 2;
+   */
+  lastErrorTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: matih.kms.v1.CustomerKeyErrorClass last_error_class = 3;
+   */
+  lastErrorClass: CustomerKeyErrorClass;
+
+  /**
+   * @generated from field: string last_error = 4;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message matih.kms.v1.CustomerKeyHealth.
+ * Use `create(CustomerKeyHealthSchema)` to create a new message.
+ */
+export const CustomerKeyHealthSchema: GenMessage<CustomerKeyHealth> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 3);
+
+/**
+ * @generated from message matih.kms.v1.RotationFailure
+ */
+export type RotationFailure = Message<"matih.kms.v1.RotationFailure"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 1;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * Consecutive failed attempts.
+   *
+   * @generated from field: uint32 attempts = 3;
+   */
+  attempts: number;
+};
+
+/**
+ * Describes the message matih.kms.v1.RotationFailure.
+ * Use `create(RotationFailureSchema)` to create a new message.
+ */
+export const RotationFailureSchema: GenMessage<RotationFailure> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 4);
 
 /**
  * How often a key's versions are replaced.
@@ -154,7 +315,7 @@ export type RotationPolicy = Message<"matih.kms.v1.RotationPolicy"> & {
  * Use `create(RotationPolicySchema)` to create a new message.
  */
 export const RotationPolicySchema: GenMessage<RotationPolicy> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_resources, 1);
+  messageDesc(file_matih_kms_v1_resources, 5);
 
 /**
  * @generated from message matih.kms.v1.KekVersion
@@ -181,6 +342,19 @@ export type KekVersion = Message<"matih.kms.v1.KekVersion"> & {
    * @generated from field: google.protobuf.Timestamp destroy_time = 4;
    */
   destroyTime?: Timestamp | undefined;
+
+  /**
+   * While RETIRING: DEK versions re-wrapped under the primary so far, of all
+   * that were under this version when it was retired.
+   *
+   * @generated from field: uint64 rewrapped_dek_count = 5;
+   */
+  rewrappedDekCount: bigint;
+
+  /**
+   * @generated from field: uint64 total_dek_count = 6;
+   */
+  totalDekCount: bigint;
 };
 
 /**
@@ -188,7 +362,7 @@ export type KekVersion = Message<"matih.kms.v1.KekVersion"> & {
  * Use `create(KekVersionSchema)` to create a new message.
  */
 export const KekVersionSchema: GenMessage<KekVersion> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_resources, 2);
+  messageDesc(file_matih_kms_v1_resources, 6);
 
 /**
  * @generated from message matih.kms.v1.DekVersion
@@ -222,6 +396,27 @@ export type DekVersion = Message<"matih.kms.v1.DekVersion"> & {
    * @generated from field: google.protobuf.Timestamp rotate_time = 5;
    */
   rotateTime?: Timestamp | undefined;
+
+  /**
+   * The last time Decrypt served this version (to the minute).
+   *
+   * @generated from field: google.protobuf.Timestamp last_decrypt_time = 6;
+   */
+  lastDecryptTime?: Timestamp | undefined;
+
+  /**
+   * Set once the version's material is erased.
+   *
+   * @generated from field: google.protobuf.Timestamp purge_time = 7;
+   */
+  purgeTime?: Timestamp | undefined;
+
+  /**
+   * Set once the version is revoked on its own (compromised).
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 8;
+   */
+  revokeTime?: Timestamp | undefined;
 };
 
 /**
@@ -229,7 +424,7 @@ export type DekVersion = Message<"matih.kms.v1.DekVersion"> & {
  * Use `create(DekVersionSchema)` to create a new message.
  */
 export const DekVersionSchema: GenMessage<DekVersion> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_resources, 3);
+  messageDesc(file_matih_kms_v1_resources, 7);
 
 /**
  * A key as the encryption status reports it: its state, versions, ages and
@@ -308,6 +503,39 @@ export type KeyStatus = Message<"matih.kms.v1.KeyStatus"> & {
    * @generated from field: repeated matih.kms.v1.KekVersion kek_versions = 13;
    */
   kekVersions: KekVersion[];
+
+  /**
+   * For each superseded DEK version: what still holds it back from purge.
+   *
+   * @generated from field: repeated matih.kms.v1.DekVersionHoldback dek_version_holdbacks = 14;
+   */
+  dekVersionHoldbacks: DekVersionHoldback[];
+
+  /**
+   * Re-encryption progress of every registered dataset.
+   *
+   * @generated from field: repeated matih.kms.v1.DatasetProgress datasets = 15;
+   */
+  datasets: DatasetProgress[];
+
+  /**
+   * Customer-managed keys only.
+   *
+   * @generated from field: matih.kms.v1.CustomerKeyHealth customer_key_health = 16;
+   */
+  customerKeyHealth?: CustomerKeyHealth | undefined;
+
+  /**
+   * @generated from field: matih.kms.v1.RotationFailure last_rotation_failure = 17;
+   */
+  lastRotationFailure?: RotationFailure | undefined;
+
+  /**
+   * While REVOKED: when the key is destroyed unless restored before.
+   *
+   * @generated from field: google.protobuf.Timestamp scheduled_destroy_time = 18;
+   */
+  scheduledDestroyTime?: Timestamp | undefined;
 };
 
 /**
@@ -315,7 +543,336 @@ export type KeyStatus = Message<"matih.kms.v1.KeyStatus"> & {
  * Use `create(KeyStatusSchema)` to create a new message.
  */
 export const KeyStatusSchema: GenMessage<KeyStatus> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_resources, 4);
+  messageDesc(file_matih_kms_v1_resources, 8);
+
+/**
+ * Why a superseded DEK version is not purged yet. It is purged once the
+ * grace period is over, no dataset reports ciphertexts under it, and no
+ * Decrypt of it was served during the quiet window.
+ *
+ * @generated from message matih.kms.v1.DekVersionHoldback
+ */
+export type DekVersionHoldback = Message<"matih.kms.v1.DekVersionHoldback"> & {
+  /**
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * @generated from field: matih.kms.v1.DekVersionState state = 2;
+   */
+  state: DekVersionState;
+
+  /**
+   * Zero once the grace period is over.
+   *
+   * @generated from field: google.protobuf.Duration grace_remaining = 3;
+   */
+  graceRemaining?: Duration | undefined;
+
+  /**
+   * Datasets still reporting ciphertexts under this version.
+   *
+   * @generated from field: repeated matih.kms.v1.DatasetCount datasets_holding = 4;
+   */
+  datasetsHolding: DatasetCount[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_decrypt_time = 5;
+   */
+  lastDecryptTime?: Timestamp | undefined;
+
+  /**
+   * Zero once no Decrypt was served for the whole quiet window.
+   *
+   * @generated from field: google.protobuf.Duration quiet_remaining = 6;
+   */
+  quietRemaining?: Duration | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.DekVersionHoldback.
+ * Use `create(DekVersionHoldbackSchema)` to create a new message.
+ */
+export const DekVersionHoldbackSchema: GenMessage<DekVersionHoldback> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 9);
+
+/**
+ * @generated from message matih.kms.v1.DatasetCount
+ */
+export type DatasetCount = Message<"matih.kms.v1.DatasetCount"> & {
+  /**
+   * @generated from field: string dataset_id = 1;
+   */
+  datasetId: string;
+
+  /**
+   * @generated from field: uint64 ciphertexts = 2;
+   */
+  ciphertexts: bigint;
+};
+
+/**
+ * Describes the message matih.kms.v1.DatasetCount.
+ * Use `create(DatasetCountSchema)` to create a new message.
+ */
+export const DatasetCountSchema: GenMessage<DatasetCount> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 10);
+
+/**
+ * A place where a data owner keeps ciphertexts under a key's DEKs.
+ *
+ * @generated from message matih.kms.v1.Dataset
+ */
+export type Dataset = Message<"matih.kms.v1.Dataset"> & {
+  /**
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * Same rule as key_id; unique within the key.
+   *
+   * @generated from field: string dataset_id = 3;
+   */
+  datasetId: string;
+
+  /**
+   * @generated from field: matih.kms.v1.StoreKind store_kind = 4;
+   */
+  storeKind: StoreKind;
+
+  /**
+   * At most 256 characters.
+   *
+   * @generated from field: string description = 5;
+   */
+  description: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * The last inventory report; unset until the first.
+   *
+   * @generated from field: google.protobuf.Timestamp last_report_time = 7;
+   */
+  lastReportTime?: Timestamp | undefined;
+
+  /**
+   * Ciphertexts per DEK version, as last reported.
+   *
+   * @generated from field: repeated matih.kms.v1.DekVersionCount counts = 8;
+   */
+  counts: DekVersionCount[];
+};
+
+/**
+ * Describes the message matih.kms.v1.Dataset.
+ * Use `create(DatasetSchema)` to create a new message.
+ */
+export const DatasetSchema: GenMessage<Dataset> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 11);
+
+/**
+ * @generated from message matih.kms.v1.DekVersionCount
+ */
+export type DekVersionCount = Message<"matih.kms.v1.DekVersionCount"> & {
+  /**
+   * @generated from field: uint32 dek_version = 1;
+   */
+  dekVersion: number;
+
+  /**
+   * @generated from field: uint64 ciphertexts = 2;
+   */
+  ciphertexts: bigint;
+};
+
+/**
+ * Describes the message matih.kms.v1.DekVersionCount.
+ * Use `create(DekVersionCountSchema)` to create a new message.
+ */
+export const DekVersionCountSchema: GenMessage<DekVersionCount> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 12);
+
+/**
+ * Re-encryption progress of one dataset.
+ *
+ * @generated from message matih.kms.v1.DatasetProgress
+ */
+export type DatasetProgress = Message<"matih.kms.v1.DatasetProgress"> & {
+  /**
+   * @generated from field: string dataset_id = 1;
+   */
+  datasetId: string;
+
+  /**
+   * @generated from field: matih.kms.v1.StoreKind store_kind = 2;
+   */
+  storeKind: StoreKind;
+
+  /**
+   * @generated from field: uint64 total_ciphertexts = 3;
+   */
+  totalCiphertexts: bigint;
+
+  /**
+   * Ciphertexts under the key's primary DEK version.
+   *
+   * @generated from field: uint64 under_primary = 4;
+   */
+  underPrimary: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_report_time = 5;
+   */
+  lastReportTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.DatasetProgress.
+ * Use `create(DatasetProgressSchema)` to create a new message.
+ */
+export const DatasetProgressSchema: GenMessage<DatasetProgress> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 13);
+
+/**
+ * Something that happened to a key; emitted by WatchKeyEvents.
+ *
+ * @generated from message matih.kms.v1.KeyEvent
+ */
+export type KeyEvent = Message<"matih.kms.v1.KeyEvent"> & {
+  /**
+   * Opaque, increasing; pass the last one seen to resume after a reconnect.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+
+  /**
+   * @generated from field: matih.kms.v1.KeyEventType type = 4;
+   */
+  type: KeyEventType;
+
+  /**
+   * The DEK version concerned, when there is one.
+   *
+   * @generated from field: uint32 dek_version = 5;
+   */
+  dekVersion: number;
+
+  /**
+   * The KEK version concerned, when there is one.
+   *
+   * @generated from field: uint32 kek_version = 6;
+   */
+  kekVersion: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 7;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.KeyEvent.
+ * Use `create(KeyEventSchema)` to create a new message.
+ */
+export const KeyEventSchema: GenMessage<KeyEvent> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_resources, 14);
+
+/**
+ * @generated from enum matih.kms.v1.CustomerKeyProvider
+ */
+export enum CustomerKeyProvider {
+  /**
+   * @generated from enum value: CUSTOMER_KEY_PROVIDER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CUSTOMER_KEY_PROVIDER_AWS_KMS = 1;
+   */
+  AWS_KMS = 1,
+
+  /**
+   * @generated from enum value: CUSTOMER_KEY_PROVIDER_AZURE_KEY_VAULT = 2;
+   */
+  AZURE_KEY_VAULT = 2,
+
+  /**
+   * @generated from enum value: CUSTOMER_KEY_PROVIDER_GCP_KMS = 3;
+   */
+  GCP_KMS = 3,
+}
+
+/**
+ * Describes the enum matih.kms.v1.CustomerKeyProvider.
+ */
+export const CustomerKeyProviderSchema: GenEnum<CustomerKeyProvider> = /*@__PURE__*/
+  enumDesc(file_matih_kms_v1_resources, 0);
+
+/**
+ * Why the last use of a customer key failed.
+ *
+ * @generated from enum matih.kms.v1.CustomerKeyErrorClass
+ */
+export enum CustomerKeyErrorClass {
+  /**
+   * @generated from enum value: CUSTOMER_KEY_ERROR_CLASS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The customer disabled, scheduled for deletion or deleted the key.
+   *
+   * @generated from enum value: CUSTOMER_KEY_ERROR_CLASS_REVOKED = 1;
+   */
+  REVOKED = 1,
+
+  /**
+   * The provider could not be reached.
+   *
+   * @generated from enum value: CUSTOMER_KEY_ERROR_CLASS_UNREACHABLE = 2;
+   */
+  UNREACHABLE = 2,
+
+  /**
+   * The platform's access to the key was withdrawn.
+   *
+   * @generated from enum value: CUSTOMER_KEY_ERROR_CLASS_PERMISSION_DENIED = 3;
+   */
+  PERMISSION_DENIED = 3,
+
+  /**
+   * @generated from enum value: CUSTOMER_KEY_ERROR_CLASS_OTHER = 4;
+   */
+  OTHER = 4,
+}
+
+/**
+ * Describes the enum matih.kms.v1.CustomerKeyErrorClass.
+ */
+export const CustomerKeyErrorClassSchema: GenEnum<CustomerKeyErrorClass> = /*@__PURE__*/
+  enumDesc(file_matih_kms_v1_resources, 1);
 
 /**
  * @generated from enum matih.kms.v1.KeyState
@@ -352,7 +909,7 @@ export enum KeyState {
  * Describes the enum matih.kms.v1.KeyState.
  */
 export const KeyStateSchema: GenEnum<KeyState> = /*@__PURE__*/
-  enumDesc(file_matih_kms_v1_resources, 0);
+  enumDesc(file_matih_kms_v1_resources, 2);
 
 /**
  * @generated from enum matih.kms.v1.KekAlgorithm
@@ -382,7 +939,7 @@ export enum KekAlgorithm {
  * Describes the enum matih.kms.v1.KekAlgorithm.
  */
 export const KekAlgorithmSchema: GenEnum<KekAlgorithm> = /*@__PURE__*/
-  enumDesc(file_matih_kms_v1_resources, 1);
+  enumDesc(file_matih_kms_v1_resources, 3);
 
 /**
  * @generated from enum matih.kms.v1.KeyProtection
@@ -412,7 +969,7 @@ export enum KeyProtection {
  * Describes the enum matih.kms.v1.KeyProtection.
  */
 export const KeyProtectionSchema: GenEnum<KeyProtection> = /*@__PURE__*/
-  enumDesc(file_matih_kms_v1_resources, 2);
+  enumDesc(file_matih_kms_v1_resources, 4);
 
 /**
  * @generated from enum matih.kms.v1.KekVersionState
@@ -449,7 +1006,7 @@ export enum KekVersionState {
  * Describes the enum matih.kms.v1.KekVersionState.
  */
 export const KekVersionStateSchema: GenEnum<KekVersionState> = /*@__PURE__*/
-  enumDesc(file_matih_kms_v1_resources, 3);
+  enumDesc(file_matih_kms_v1_resources, 5);
 
 /**
  * @generated from enum matih.kms.v1.DekVersionState
@@ -487,11 +1044,146 @@ export enum DekVersionState {
    * @generated from enum value: DEK_VERSION_STATE_PURGED = 4;
    */
   PURGED = 4,
+
+  /**
+   * Revoked on its own (compromised): never decrypts again; the key keeps
+   * working with its other versions.
+   *
+   * @generated from enum value: DEK_VERSION_STATE_REVOKED = 5;
+   */
+  REVOKED = 5,
 }
 
 /**
  * Describes the enum matih.kms.v1.DekVersionState.
  */
 export const DekVersionStateSchema: GenEnum<DekVersionState> = /*@__PURE__*/
-  enumDesc(file_matih_kms_v1_resources, 4);
+  enumDesc(file_matih_kms_v1_resources, 6);
+
+/**
+ * @generated from enum matih.kms.v1.StoreKind
+ */
+export enum StoreKind {
+  /**
+   * @generated from enum value: STORE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STORE_KIND_POSTGRES = 1;
+   */
+  POSTGRES = 1,
+
+  /**
+   * @generated from enum value: STORE_KIND_REDIS = 2;
+   */
+  REDIS = 2,
+
+  /**
+   * @generated from enum value: STORE_KIND_KAFKA = 3;
+   */
+  KAFKA = 3,
+
+  /**
+   * @generated from enum value: STORE_KIND_S3 = 4;
+   */
+  S3 = 4,
+
+  /**
+   * @generated from enum value: STORE_KIND_ELASTICSEARCH = 5;
+   */
+  ELASTICSEARCH = 5,
+
+  /**
+   * @generated from enum value: STORE_KIND_OTHER = 6;
+   */
+  OTHER = 6,
+}
+
+/**
+ * Describes the enum matih.kms.v1.StoreKind.
+ */
+export const StoreKindSchema: GenEnum<StoreKind> = /*@__PURE__*/
+  enumDesc(file_matih_kms_v1_resources, 7);
+
+/**
+ * @generated from enum matih.kms.v1.KeyEventType
+ */
+export enum KeyEventType {
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_KEY_CREATED = 1;
+   */
+  KEY_CREATED = 1,
+
+  /**
+   * A new DEK version became primary.
+   *
+   * @generated from enum value: KEY_EVENT_TYPE_DEK_ROTATED = 2;
+   */
+  DEK_ROTATED = 2,
+
+  /**
+   * A new KEK version became primary.
+   *
+   * @generated from enum value: KEY_EVENT_TYPE_KEK_ROTATED = 3;
+   */
+  KEK_ROTATED = 3,
+
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_KEY_REVOKED = 4;
+   */
+  KEY_REVOKED = 4,
+
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_KEY_RESTORED = 5;
+   */
+  KEY_RESTORED = 5,
+
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_KEY_DESTROYED = 6;
+   */
+  KEY_DESTROYED = 6,
+
+  /**
+   * One DEK version was revoked (compromised).
+   *
+   * @generated from enum value: KEY_EVENT_TYPE_DEK_VERSION_REVOKED = 7;
+   */
+  DEK_VERSION_REVOKED = 7,
+
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_DEK_VERSION_PURGED = 8;
+   */
+  DEK_VERSION_PURGED = 8,
+
+  /**
+   * @generated from enum value: KEY_EVENT_TYPE_KEK_VERSION_DESTROYED = 9;
+   */
+  KEK_VERSION_DESTROYED = 9,
+
+  /**
+   * A customer key could not be used (revoked, unreachable, access denied).
+   *
+   * @generated from enum value: KEY_EVENT_TYPE_CUSTOMER_KEY_UNAVAILABLE = 10;
+   */
+  CUSTOMER_KEY_UNAVAILABLE = 10,
+
+  /**
+   * A customer key is usable again.
+   *
+   * @generated from enum value: KEY_EVENT_TYPE_CUSTOMER_KEY_AVAILABLE = 11;
+   */
+  CUSTOMER_KEY_AVAILABLE = 11,
+}
+
+/**
+ * Describes the enum matih.kms.v1.KeyEventType.
+ */
+export const KeyEventTypeSchema: GenEnum<KeyEventType> = /*@__PURE__*/
+  enumDesc(file_matih_kms_v1_resources, 8);
 

@@ -26,7 +26,7 @@ import { rotateKey } from "../../service/rotate-key.js";
 import { guardTenantCall } from "./tenant-call.js";
 import { kekAlgorithmFromProto, keyStateFilterFromProto, keyStatusToProto, keyToProto, rotationPolicyFromProto } from "./proto-mapping.js";
 
-export function createKeyManagementService(context: KmsContext): ServiceImpl<typeof KeyManagementService> {
+export function createKeyManagementService(context: KmsContext): Partial<ServiceImpl<typeof KeyManagementService>> {
   return {
     listKeys: (req, ctx) =>
       guardTenantCall(ctx, req.tenantId, async () => {
