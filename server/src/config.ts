@@ -32,6 +32,8 @@ export interface Config {
   readonly shutdownGraceMs: number;
   /** How often the TLS files are checked for a renewed certificate. */
   readonly tlsReloadIntervalMs: number;
+  /** Service identities (SPIFFE URIs) allowed privileged calls: root-key admin, every tenant's events. */
+  readonly adminSpiffeIds: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -97,7 +99,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: integer(env, "KMS_MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     shutdownGraceMs: integer(env, "KMS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
     tlsReloadIntervalMs: integer(env, "KMS_TLS_RELOAD_INTERVAL_SECONDS", 60, 1, 86_400) * 1000,
+    adminSpiffeIds: spiffeList(env, "KMS_ADMIN_SPIFFE_IDS", production ? [] : ["spiffe://matih.local/dev"]),
   };
+}
+
+function spiffeList(env: NodeJS.ProcessEnv, name: string, fallback: readonly string[]): readonly string[] {
+  const raw = env[name];
+  if (raw === undefined) return fallback;
+  const ids = raw.split(",").map((id) => id.trim()).filter((id) => id !== "");
+  for (const id of ids) {
+    if (!/^spiffe:\/\/[^/\s]+(\/\S*)?$/.test(id)) throw new ConfigError(`${name} must be a comma-separated list of spiffe:// URIs, got ${JSON.stringify(id)}`);
+  }
+  return ids;
 }
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {

@@ -41,6 +41,16 @@ const REASONS: { readonly [R in ErrorReason]: { readonly proto: ProtoErrorReason
   PROVIDER_UNAVAILABLE: { proto: ProtoErrorReason.PROVIDER_UNAVAILABLE, code: Code.Unavailable },
   SHUTTING_DOWN: { proto: ProtoErrorReason.SHUTTING_DOWN, code: Code.Unavailable },
   INTERNAL: { proto: ProtoErrorReason.INTERNAL, code: Code.Internal },
+  DEK_VERSION_REVOKED: { proto: ProtoErrorReason.DEK_VERSION_REVOKED, code: Code.FailedPrecondition },
+  INVALID_STATE_TRANSITION: { proto: ProtoErrorReason.INVALID_STATE_TRANSITION, code: Code.FailedPrecondition },
+  DATASET_NOT_FOUND: { proto: ProtoErrorReason.DATASET_NOT_FOUND, code: Code.NotFound },
+  DATASET_ALREADY_EXISTS: { proto: ProtoErrorReason.DATASET_ALREADY_EXISTS, code: Code.AlreadyExists },
+  PLAN_NOT_ENTITLED: { proto: ProtoErrorReason.PLAN_NOT_ENTITLED, code: Code.PermissionDenied },
+  CUSTOMER_KEY_REVOKED: { proto: ProtoErrorReason.CUSTOMER_KEY_REVOKED, code: Code.FailedPrecondition },
+  CUSTOMER_KEY_UNREACHABLE: { proto: ProtoErrorReason.CUSTOMER_KEY_UNREACHABLE, code: Code.Unavailable },
+  CUSTOMER_KEY_PERMISSION_DENIED: { proto: ProtoErrorReason.CUSTOMER_KEY_PERMISSION_DENIED, code: Code.FailedPrecondition },
+  ADMIN_REQUIRED: { proto: ProtoErrorReason.ADMIN_REQUIRED, code: Code.PermissionDenied },
+  EVENT_CURSOR_EXPIRED: { proto: ProtoErrorReason.EVENT_CURSOR_EXPIRED, code: Code.OutOfRange },
 };
 
 /** The gRPC code for a domain reason. */

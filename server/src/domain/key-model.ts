@@ -3,13 +3,15 @@
  * versions it wraps. Plain data; the rules over it live beside it in
  * key-rules.ts, so every invariant on states is checked in one place.
  */
+import type { LifecyclePolicy } from "./lifecycle-policy.js";
 import type { RotationPolicy } from "./rotation-policy.js";
 
 export type KeyState = "ENABLED" | "REVOKED" | "DESTROYED";
 export type KekAlgorithm = "AES_256" | "RSA_4096";
 export type KeyProtection = "PLATFORM_MANAGED" | "CUSTOMER_MANAGED";
 export type KekVersionState = "PRIMARY" | "RETIRING" | "DESTROYED";
-export type DekVersionState = "PRIMARY" | "DECRYPT_ONLY" | "PENDING_PURGE" | "PURGED";
+export type DekVersionState = "PRIMARY" | "DECRYPT_ONLY" | "PENDING_PURGE" | "PURGED" | "REVOKED";
+export type CustomerKeyProvider = "AWS_KMS" | "AZURE_KEY_VAULT" | "GCP_KMS";
 
 export const KEY_STATES: readonly KeyState[] = ["ENABLED", "REVOKED", "DESTROYED"];
 export const KEK_ALGORITHMS: readonly KekAlgorithm[] = ["AES_256", "RSA_4096"];
@@ -19,6 +21,11 @@ export interface KekVersionInfo {
   readonly state: KekVersionState;
   readonly createTime: Date;
   readonly destroyTime: Date | undefined;
+  /** When it stopped being primary. */
+  readonly retireTime: Date | undefined;
+  /** While RETIRING: re-wrap progress of the DEK versions it wrapped. */
+  readonly rewrappedDekCount: number;
+  readonly totalDekCount: number;
 }
 
 export interface DekVersionInfo {
@@ -27,6 +34,21 @@ export interface DekVersionInfo {
   readonly kekVersion: number;
   readonly createTime: Date;
   readonly rotateTime: Date | undefined;
+  readonly lastDecryptTime: Date | undefined;
+  readonly purgeTime: Date | undefined;
+  readonly revokeTime: Date | undefined;
+}
+
+/** A KEK held in the tenant's own cloud KMS. */
+export interface CustomerKey {
+  readonly provider: CustomerKeyProvider;
+  readonly keyUri: string;
+}
+
+export interface RotationFailure {
+  readonly time: Date;
+  readonly message: string;
+  readonly attempts: number;
 }
 
 export interface TenantKey {
@@ -44,4 +66,10 @@ export interface TenantKey {
   readonly createTime: Date;
   readonly updateTime: Date;
   readonly revokeTime: Date | undefined;
+  readonly lifecyclePolicy: LifecyclePolicy;
+  /** While REVOKED: when the key is destroyed unless restored. */
+  readonly scheduledDestroyTime: Date | undefined;
+  readonly destroyTime: Date | undefined;
+  readonly customerKey: CustomerKey | undefined;
+  readonly lastRotationFailure: RotationFailure | undefined;
 }

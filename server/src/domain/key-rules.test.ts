@@ -1,9 +1,11 @@
 import { describe, expect, it } from "vitest";
 import type { TenantKey } from "./key-model.js";
 import { assertDekVersionDecryptable, assertKeyUsable, isRotationOverdue, nextDekRotationTime, nextKekRotationTime, nextVersionNumber } from "./key-rules.js";
+import { DEFAULT_LIFECYCLE_POLICY } from "./lifecycle-policy.js";
 import { DEFAULT_ROTATION_POLICY } from "./rotation-policy.js";
 
 const created = new Date("2026-01-01T00:00:00Z");
+const unused = { lastDecryptTime: undefined, purgeTime: undefined, revokeTime: undefined };
 const key: TenantKey = {
   tenantId: "t1",
   keyId: "pii",
@@ -14,14 +16,19 @@ const key: TenantKey = {
   rotationPolicy: DEFAULT_ROTATION_POLICY,
   primaryDekVersion: 2,
   primaryKekVersion: 1,
-  kekVersions: [{ version: 1, state: "PRIMARY", createTime: created, destroyTime: undefined }],
+  kekVersions: [{ version: 1, state: "PRIMARY", createTime: created, destroyTime: undefined, retireTime: undefined, rewrappedDekCount: 0, totalDekCount: 0 }],
   dekVersions: [
-    { version: 1, state: "DECRYPT_ONLY", kekVersion: 1, createTime: created, rotateTime: new Date("2026-01-10T00:00:00Z") },
-    { version: 2, state: "PRIMARY", kekVersion: 1, createTime: new Date("2026-01-10T00:00:00Z"), rotateTime: undefined },
+    { ...unused, version: 1, state: "DECRYPT_ONLY", kekVersion: 1, createTime: created, rotateTime: new Date("2026-01-10T00:00:00Z") },
+    { ...unused, version: 2, state: "PRIMARY", kekVersion: 1, createTime: new Date("2026-01-10T00:00:00Z"), rotateTime: undefined },
   ],
   createTime: created,
   updateTime: created,
   revokeTime: undefined,
+  lifecyclePolicy: DEFAULT_LIFECYCLE_POLICY,
+  scheduledDestroyTime: undefined,
+  destroyTime: undefined,
+  customerKey: undefined,
+  lastRotationFailure: undefined,
 };
 
 describe("key rules", () => {
@@ -36,6 +43,7 @@ describe("key rules", () => {
       expect(() => assertDekVersionDecryptable("pii", 1, state)).not.toThrow();
     }
     expect(() => assertDekVersionDecryptable("pii", 1, "PURGED")).toThrow(expect.objectContaining({ reason: "DEK_VERSION_UNUSABLE" }));
+    expect(() => assertDekVersionDecryptable("pii", 1, "REVOKED")).toThrow(expect.objectContaining({ reason: "DEK_VERSION_REVOKED" }));
   });
 
   it("dates the next rotation a full period after the primary version was made", () => {

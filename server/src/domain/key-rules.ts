@@ -21,8 +21,11 @@ export function assertKeyManageable(key: Pick<TenantKey, "tenantId" | "keyId" | 
   assertKeyUsable(key.tenantId, key.keyId, key.state);
 }
 
-/** Every DEK version whose material still exists may decrypt; a purged one may not. */
+/** Every DEK version whose material still exists may decrypt; a purged or revoked one may not. */
 export function assertDekVersionDecryptable(keyId: string, version: number, state: DekVersionState): void {
+  if (state === "REVOKED") {
+    throw new KmsError("DEK_VERSION_REVOKED", `reference: DEK version ${version} of key ${keyId} is revoked`, { field: "reference" });
+  }
   if (state === "PURGED") {
     throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${version} of key ${keyId} is purged: its material is erased`, {
       field: "reference",
@@ -49,6 +52,13 @@ export function nextDekRotationTime(key: TenantKey): Date {
 
 export function nextKekRotationTime(key: TenantKey): Date {
   return addSeconds(primaryKekVersion(key).createTime, key.rotationPolicy.kekRotationPeriodSeconds);
+}
+
+/** The earlier of the next DEK and KEK rotations. */
+export function nextRotationTime(key: TenantKey): Date {
+  const dek = nextDekRotationTime(key);
+  const kek = nextKekRotationTime(key);
+  return dek <= kek ? dek : kek;
 }
 
 /** Only an enabled key rotates; a revoked or destroyed one is never "overdue". */

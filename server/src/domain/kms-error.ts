@@ -29,7 +29,17 @@ export type ErrorReason =
   | "ROUTE_NOT_FOUND"
   | "PROVIDER_UNAVAILABLE"
   | "SHUTTING_DOWN"
-  | "INTERNAL";
+  | "INTERNAL"
+  | "DEK_VERSION_REVOKED"
+  | "INVALID_STATE_TRANSITION"
+  | "DATASET_NOT_FOUND"
+  | "DATASET_ALREADY_EXISTS"
+  | "PLAN_NOT_ENTITLED"
+  | "CUSTOMER_KEY_REVOKED"
+  | "CUSTOMER_KEY_UNREACHABLE"
+  | "CUSTOMER_KEY_PERMISSION_DENIED"
+  | "ADMIN_REQUIRED"
+  | "EVENT_CURSOR_EXPIRED";
 
 export interface KmsErrorOptions {
   /** The request field at fault, in proto field-path form ("key_id"). */

@@ -8,7 +8,9 @@ import { wipe } from "../crypto/secure-buffer.js";
 import { requireValidId } from "../domain/identifiers.js";
 import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
 import { invalidField, KmsError } from "../domain/kms-error.js";
-import { resolveRotationPolicy, type RotationPolicyInput } from "../domain/rotation-policy.js";
+import { resolveLifecyclePolicy, type LifecyclePolicyInput } from "../domain/lifecycle-policy.js";
+import { addSeconds, resolveRotationPolicy, type RotationPolicyInput } from "../domain/rotation-policy.js";
+import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { insertDekVersion } from "../storage/dek-version.repository.js";
 import { insertKekVersion } from "../storage/kek-version.repository.js";
 import { insertKey } from "../storage/key.repository.js";
@@ -26,6 +28,7 @@ export interface CreateKeyInput {
   readonly kekAlgorithm?: KekAlgorithm | undefined;
   readonly rotationPolicy?: RotationPolicyInput | undefined;
   readonly description?: string | undefined;
+  readonly lifecyclePolicy?: LifecyclePolicyInput | undefined;
 }
 
 export async function createKey(context: KmsContext, input: CreateKeyInput): Promise<TenantKey> {
@@ -36,6 +39,7 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
     throw invalidField("description", `must be at most ${DESCRIPTION_MAX_LENGTH} characters`, { maxLength: String(DESCRIPTION_MAX_LENGTH) });
   }
   const policy = resolveRotationPolicy(input.rotationPolicy);
+  const lifecycle = resolveLifecyclePolicy(input.lifecyclePolicy);
   const algorithm = input.kekAlgorithm ?? "AES_256";
   const now = context.clock.now();
 
@@ -64,6 +68,10 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
         create_time: now,
         update_time: now,
         revoke_time: null,
+        dek_grace_period_seconds: lifecycle.dekGracePeriodSeconds,
+        decrypt_quiet_window_seconds: lifecycle.decryptQuietWindowSeconds,
+        revocation_waiting_period_seconds: lifecycle.revocationWaitingPeriodSeconds,
+        next_rotation_time: addSeconds(now, Math.min(policy.dekRotationPeriodSeconds, policy.kekRotationPeriodSeconds)),
       });
       if (outcome === "already-exists") {
         throw new KmsError("KEY_ALREADY_EXISTS", `key_id: tenant ${tenantId} already has a key ${keyId}`, { field: "key_id" });
@@ -90,6 +98,7 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
         create_time: now,
         rotate_time: null,
       });
+      await appendKeyEvent(tx, { tenantId, keyId, type: "KEY_CREATED", dekVersion: 1, kekVersion: 1, time: now });
     });
   } finally {
     wipe(kek.secret, dek);

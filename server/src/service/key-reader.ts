@@ -1,6 +1,6 @@
 /** Reads tenant keys from storage and maps rows to the domain model. */
 import type { Selectable } from "kysely";
-import type { DekVersionInfo, DekVersionState, KekAlgorithm, KekVersionInfo, KekVersionState, KeyProtection, KeyState, TenantKey } from "../domain/key-model.js";
+import type { CustomerKeyProvider, DekVersionInfo, DekVersionState, KekAlgorithm, KekVersionInfo, KekVersionState, KeyProtection, KeyState, TenantKey } from "../domain/key-model.js";
 import { KmsError } from "../domain/kms-error.js";
 import type { DekVersionsTable, Executor, KekVersionsTable, KeysTable } from "../storage/database.js";
 import { listDekVersions, listDekVersionsForKeys } from "../storage/dek-version.repository.js";
@@ -74,6 +74,21 @@ export function toTenantKey(row: KeyRow, keks: readonly KekRow[], deks: readonly
     createTime: row.create_time,
     updateTime: row.update_time,
     revokeTime: row.revoke_time ?? undefined,
+    lifecyclePolicy: {
+      dekGracePeriodSeconds: row.dek_grace_period_seconds,
+      decryptQuietWindowSeconds: row.decrypt_quiet_window_seconds,
+      revocationWaitingPeriodSeconds: row.revocation_waiting_period_seconds,
+    },
+    scheduledDestroyTime: row.scheduled_destroy_time ?? undefined,
+    destroyTime: row.destroy_time ?? undefined,
+    customerKey:
+      row.customer_provider === null || row.customer_key_uri === null
+        ? undefined
+        : { provider: row.customer_provider as CustomerKeyProvider, keyUri: row.customer_key_uri },
+    lastRotationFailure:
+      row.rotation_failure_time === null
+        ? undefined
+        : { time: row.rotation_failure_time, message: row.rotation_failure_message ?? "", attempts: row.rotation_failure_attempts },
   };
 }
 
@@ -83,6 +98,9 @@ function toKekVersionInfo(row: KekRow): KekVersionInfo {
     state: row.state as KekVersionState,
     createTime: row.create_time,
     destroyTime: row.destroy_time ?? undefined,
+    retireTime: row.retire_time ?? undefined,
+    rewrappedDekCount: row.rewrapped_dek_count,
+    totalDekCount: row.total_dek_count,
   };
 }
 
@@ -93,5 +111,8 @@ function toDekVersionInfo(row: DekRow): DekVersionInfo {
     kekVersion: row.kek_version,
     createTime: row.create_time,
     rotateTime: row.rotate_time ?? undefined,
+    lastDecryptTime: row.last_decrypt_time ?? undefined,
+    purgeTime: row.purge_time ?? undefined,
+    revokeTime: row.revoke_time ?? undefined,
   };
 }

@@ -8,6 +8,8 @@
 import { requireValidId } from "../domain/identifiers.js";
 import type { TenantKey } from "../domain/key-model.js";
 import { KmsError } from "../domain/kms-error.js";
+import { addSeconds } from "../domain/rotation-policy.js";
+import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { updateKey } from "../storage/key.repository.js";
 import type { KmsContext } from "./kms-context.js";
 import { readKeyRow, readTenantKey } from "./key-reader.js";
@@ -27,7 +29,14 @@ export async function revokeKey(context: KmsContext, input: RevokeKeyInput): Pro
     }
     if (row.state === "REVOKED") return;
     const now = context.clock.now();
-    await updateKey(tx, tenantId, keyId, { state: "REVOKED", revoke_time: now, update_time: now });
+    await updateKey(tx, tenantId, keyId, {
+      state: "REVOKED",
+      revoke_time: now,
+      update_time: now,
+      scheduled_destroy_time: addSeconds(now, row.revocation_waiting_period_seconds),
+      next_rotation_time: null,
+    });
+    await appendKeyEvent(tx, { tenantId, keyId, type: "KEY_REVOKED", time: now });
   });
   context.kekCache.deleteKey(tenantId, keyId);
   return readTenantKey(context.db, tenantId, keyId);

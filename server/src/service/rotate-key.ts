@@ -14,7 +14,9 @@ import { wipe } from "../crypto/secure-buffer.js";
 import { requireValidId } from "../domain/identifiers.js";
 import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
 import { assertKeyManageable, nextVersionNumber } from "../domain/key-rules.js";
+import { addSeconds } from "../domain/rotation-policy.js";
 import type { Executor } from "../storage/database.js";
+import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { insertDekVersion, listDekVersions, updateDekVersion } from "../storage/dek-version.repository.js";
 import { insertKekVersion, listKekVersions, updateKekVersion } from "../storage/kek-version.repository.js";
 import { updateKey } from "../storage/key.repository.js";
@@ -66,7 +68,21 @@ export async function rotateKey(context: KmsContext, input: RotateKeyInput): Pro
         create_time: now,
         rotate_time: null,
       });
-      await updateKey(tx, tenantId, keyId, { primary_dek_version: version, primary_kek_version: primaryKekVersion, update_time: now });
+      const kekCreateTime = newKek === undefined ? (await listKekVersions(tx, tenantId, keyId)).find((k) => k.version === primaryKekVersion)!.create_time : now;
+      await updateKey(tx, tenantId, keyId, {
+        primary_dek_version: version,
+        primary_kek_version: primaryKekVersion,
+        update_time: now,
+        next_rotation_time: earliest(
+          addSeconds(now, row.dek_rotation_period_seconds),
+          addSeconds(kekCreateTime, row.kek_rotation_period_seconds),
+        ),
+        rotation_failure_time: null,
+        rotation_failure_message: null,
+        rotation_failure_attempts: 0,
+      });
+      if (newKek !== undefined) await appendKeyEvent(tx, { tenantId, keyId, type: "KEK_ROTATED", kekVersion: primaryKekVersion, time: now });
+      await appendKeyEvent(tx, { tenantId, keyId, type: "DEK_ROTATED", dekVersion: version, kekVersion: primaryKekVersion, time: now });
     });
   } finally {
     wipe(newDek, newKek?.secret);
@@ -123,9 +139,18 @@ async function replaceKek(context: KmsContext, tx: Executor, key: KeyScope, newK
   }
   for (const old of keks) {
     if (old.state === "DESTROYED") continue;
-    await updateKekVersion(tx, tenantId, keyId, old.version, { state: "DESTROYED", wrapped_material: null, destroy_time: now });
+    await updateKekVersion(tx, tenantId, keyId, old.version, {
+      state: "DESTROYED",
+      wrapped_material: null,
+      destroy_time: now,
+      retire_time: old.retire_time ?? now,
+    });
   }
   return version;
+}
+
+function earliest(a: Date, b: Date): Date {
+  return a <= b ? a : b;
 }
 
 function newKekForWrapping(algorithm: KekAlgorithm, kek: NewKekMaterial): KekForWrapping {

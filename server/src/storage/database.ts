@@ -1,4 +1,4 @@
-import type { ColumnType, Insertable, Kysely, Selectable, Updateable } from "kysely";
+import type { ColumnType, Generated, Insertable, Kysely, Selectable, Updateable } from "kysely";
 
 /**
  * Row types of the KMS database, as kysely sees them. Column names are the
@@ -12,6 +12,13 @@ import type { ColumnType, Insertable, Kysely, Selectable, Updateable } from "kys
  * `Database`.
  */
 export interface Database {
+  datasets: DatasetsTable;
+  dataset_counts: DatasetCountsTable;
+  event_sequence: EventSequenceTable;
+  key_events: KeyEventsTable;
+  jobs: JobsTable;
+  job_batches: JobBatchesTable;
+  root_keys: RootKeysTable;
   tenants: TenantsTable;
   keys: KeysTable;
   kek_versions: KekVersionsTable;
@@ -40,7 +47,7 @@ export type KeyState = (typeof KEY_STATES)[number];
 export const KEK_VERSION_STATES = ["PRIMARY", "RETIRING", "DESTROYED"] as const;
 export type KekVersionState = (typeof KEK_VERSION_STATES)[number];
 
-export const DEK_VERSION_STATES = ["PRIMARY", "DECRYPT_ONLY", "PENDING_PURGE", "PURGED"] as const;
+export const DEK_VERSION_STATES = ["PRIMARY", "DECRYPT_ONLY", "PENDING_PURGE", "PURGED", "REVOKED"] as const;
 export type DekVersionState = (typeof DEK_VERSION_STATES)[number];
 
 export interface TenantsTable {
@@ -64,6 +71,24 @@ export interface KeysTable {
   create_time: Timestamp;
   update_time: Timestamp;
   revoke_time: NullableTimestamp;
+  dek_grace_period_seconds: ColumnType<number, number | undefined, number>;
+  decrypt_quiet_window_seconds: ColumnType<number, number | undefined, number>;
+  revocation_waiting_period_seconds: ColumnType<number, number | undefined, number>;
+  /** While REVOKED: when it is destroyed unless restored. */
+  scheduled_destroy_time: NullableTimestamp;
+  destroy_time: NullableTimestamp;
+  /** When the next rotation is due; null unless ENABLED. */
+  next_rotation_time: NullableTimestamp;
+  rotation_failure_time: NullableTimestamp;
+  rotation_failure_message: ColumnType<string | null, string | null | undefined, string | null>;
+  rotation_failure_attempts: ColumnType<number, number | undefined, number>;
+  /** BYOK: "AWS_KMS" | "AZURE_KEY_VAULT" | "GCP_KMS"; null for platform-managed keys. */
+  customer_provider: ColumnType<string | null, string | null | undefined, string | null>;
+  customer_key_uri: ColumnType<string | null, string | null | undefined, string | null>;
+  customer_key_last_success_time: NullableTimestamp;
+  customer_key_last_error_time: NullableTimestamp;
+  customer_key_last_error_class: ColumnType<string | null, string | null | undefined, string | null>;
+  customer_key_last_error: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface KekVersionsTable {
@@ -79,6 +104,11 @@ export interface KekVersionsTable {
   root_key_id: string;
   create_time: Timestamp;
   destroy_time: NullableTimestamp;
+  /** When it stopped being primary. */
+  retire_time: NullableTimestamp;
+  /** While RETIRING: re-wrap progress of the DEK versions it wrapped. */
+  rewrapped_dek_count: ColumnType<number, number | undefined, number>;
+  total_dek_count: ColumnType<number, number | undefined, number>;
 }
 
 export interface DekVersionsTable {
@@ -93,6 +123,78 @@ export interface DekVersionsTable {
   create_time: Timestamp;
   /** When this version stopped being primary. */
   rotate_time: NullableTimestamp;
+  /** The last Decrypt served of this version (written at most once a minute). */
+  last_decrypt_time: NullableTimestamp;
+  purge_time: NullableTimestamp;
+  revoke_time: NullableTimestamp;
+}
+
+export interface DatasetsTable {
+  tenant_id: string;
+  key_id: string;
+  dataset_id: string;
+  store_kind: string;
+  description: ColumnType<string, string | undefined, string>;
+  create_time: Timestamp;
+  last_report_time: NullableTimestamp;
+}
+
+export interface DatasetCountsTable {
+  tenant_id: string;
+  key_id: string;
+  dataset_id: string;
+  dek_version: number;
+  ciphertexts: number;
+}
+
+export interface EventSequenceTable {
+  singleton: boolean;
+  last_event_id: number;
+}
+
+export interface KeyEventsTable {
+  event_id: number;
+  tenant_id: string;
+  key_id: string;
+  type: string;
+  dek_version: number | null;
+  kek_version: number | null;
+  event_time: Timestamp;
+}
+
+export interface JobsTable {
+  job_id: Generated<number>;
+  kind: string;
+  tenant_id: string | null;
+  key_id: string | null;
+  kek_version: number | null;
+  root_key_id: string | null;
+  state: "PENDING" | "DONE" | "FAILED";
+  total: ColumnType<number, number | undefined, number>;
+  done: ColumnType<number, number | undefined, number>;
+  lease_owner: string | null;
+  lease_until: NullableTimestamp;
+  attempts: ColumnType<number, number | undefined, number>;
+  last_error: string | null;
+  create_time: Timestamp;
+  update_time: Timestamp;
+  finish_time: NullableTimestamp;
+}
+
+export interface JobBatchesTable {
+  job_id: number;
+  batch_no: number;
+  rows: number;
+  worker: string;
+  apply_time: Timestamp;
+}
+
+export interface RootKeysTable {
+  root_key_id: string;
+  provider: string;
+  state: "CURRENT" | "RETIRING" | "RETIRED";
+  create_time: Timestamp;
+  retire_time: NullableTimestamp;
 }
 
 export type TenantRow = Selectable<TenantsTable>;

@@ -6,7 +6,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
   CreateKeyResponseSchema,
   GetEncryptionStatusResponseSchema,
@@ -24,7 +24,7 @@ import { listKeys } from "../../service/list-keys.js";
 import { revokeKey } from "../../service/revoke-key.js";
 import { rotateKey } from "../../service/rotate-key.js";
 import { guardTenantCall } from "./tenant-call.js";
-import { kekAlgorithmFromProto, keyStateFilterFromProto, keyStatusToProto, keyToProto, rotationPolicyFromProto } from "./proto-mapping.js";
+import { lifecyclePolicyFromProto, kekAlgorithmFromProto, keyStateFilterFromProto, keyStatusToProto, keyToProto, rotationPolicyFromProto } from "./proto-mapping.js";
 
 export function createKeyManagementService(context: KmsContext): Partial<ServiceImpl<typeof KeyManagementService>> {
   return {
@@ -41,12 +41,16 @@ export function createKeyManagementService(context: KmsContext): Partial<Service
 
     createKey: (req, ctx) =>
       guardTenantCall(ctx, req.tenantId, async () => {
+        if (req.customerKey !== undefined) {
+          throw new ConnectError("customer_key: customer-managed (BYOK) keys are not available on this server yet", Code.Unimplemented);
+        }
         const key = await createKey(context, {
           tenantId: req.tenantId,
           keyId: req.keyId,
           kekAlgorithm: kekAlgorithmFromProto(req.kekAlgorithm),
           rotationPolicy: rotationPolicyFromProto(req.rotationPolicy),
           description: req.description,
+          lifecyclePolicy: lifecyclePolicyFromProto(req.lifecyclePolicy),
         });
         return create(CreateKeyResponseSchema, { key: keyToProto(key) });
       }),

@@ -8,15 +8,32 @@ import {
   KekVersionSchema,
   KekVersionState as ProtoKekVersionState,
   KeyProtection as ProtoKeyProtection,
+  CustomerKeyProvider as ProtoCustomerKeyProvider,
+  CustomerKeySchema,
   KeySchema,
   KeyState as ProtoKeyState,
+  LifecyclePolicySchema,
+  RotationFailureSchema,
+  type CustomerKey as ProtoCustomerKey,
+  type LifecyclePolicy,
   KeyStatusSchema,
   RotationPolicySchema,
   type Key,
   type KeyStatus,
   type RotationPolicy,
 } from "../../../../gen/matih/kms/v1/resources_pb.js";
-import type { DekVersionState, KekAlgorithm, KekVersionState, KeyProtection, KeyState, TenantKey } from "../../domain/key-model.js";
+import type {
+  CustomerKey,
+  CustomerKeyProvider,
+  DekVersionState,
+  KekAlgorithm,
+  KekVersionState,
+  KeyProtection,
+  KeyState,
+  RotationFailure,
+  TenantKey,
+} from "../../domain/key-model.js";
+import type { LifecyclePolicyInput } from "../../domain/lifecycle-policy.js";
 import { nextDekRotationTime, nextKekRotationTime } from "../../domain/key-rules.js";
 import { invalidField } from "../../domain/kms-error.js";
 import type { RotationPolicyInput } from "../../domain/rotation-policy.js";
@@ -45,6 +62,12 @@ const DEK_VERSION_STATE: Record<DekVersionState, ProtoDekVersionState> = {
   DECRYPT_ONLY: ProtoDekVersionState.DECRYPT_ONLY,
   PENDING_PURGE: ProtoDekVersionState.PENDING_PURGE,
   PURGED: ProtoDekVersionState.PURGED,
+  REVOKED: ProtoDekVersionState.REVOKED,
+};
+const CUSTOMER_PROVIDER: Record<CustomerKeyProvider, ProtoCustomerKeyProvider> = {
+  AWS_KMS: ProtoCustomerKeyProvider.AWS_KMS,
+  AZURE_KEY_VAULT: ProtoCustomerKeyProvider.AZURE_KEY_VAULT,
+  GCP_KMS: ProtoCustomerKeyProvider.GCP_KMS,
 };
 
 export function keyToProto(key: TenantKey): Key {
@@ -67,6 +90,8 @@ export function keyToProto(key: TenantKey): Key {
         state: KEK_VERSION_STATE[v.state],
         createTime: timestampFromDate(v.createTime),
         ...(v.destroyTime === undefined ? {} : { destroyTime: timestampFromDate(v.destroyTime) }),
+        rewrappedDekCount: BigInt(v.rewrappedDekCount),
+        totalDekCount: BigInt(v.totalDekCount),
       }),
     ),
     dekVersions: dekVersionsToProto(key),
@@ -76,7 +101,22 @@ export function keyToProto(key: TenantKey): Key {
       ? { nextDekRotationTime: timestampFromDate(nextDekRotationTime(key)), nextKekRotationTime: timestampFromDate(nextKekRotationTime(key)) }
       : {}),
     ...(key.revokeTime === undefined ? {} : { revokeTime: timestampFromDate(key.revokeTime) }),
+    lifecyclePolicy: create(LifecyclePolicySchema, {
+      dekGracePeriod: seconds(key.lifecyclePolicy.dekGracePeriodSeconds),
+      decryptQuietWindow: seconds(key.lifecyclePolicy.decryptQuietWindowSeconds),
+      revocationWaitingPeriod: seconds(key.lifecyclePolicy.revocationWaitingPeriodSeconds),
+    }),
+    ...(key.scheduledDestroyTime === undefined ? {} : { scheduledDestroyTime: timestampFromDate(key.scheduledDestroyTime) }),
+    ...(key.destroyTime === undefined ? {} : { destroyTime: timestampFromDate(key.destroyTime) }),
+    ...(key.customerKey === undefined
+      ? {}
+      : { customerKey: create(CustomerKeySchema, { provider: CUSTOMER_PROVIDER[key.customerKey.provider], keyUri: key.customerKey.keyUri }) }),
+    ...(key.lastRotationFailure === undefined ? {} : { lastRotationFailure: rotationFailureToProto(key.lastRotationFailure) }),
   });
+}
+
+export function rotationFailureToProto(failure: RotationFailure) {
+  return create(RotationFailureSchema, { time: timestampFromDate(failure.time), message: failure.message, attempts: failure.attempts });
 }
 
 function dekVersionsToProto(key: TenantKey) {
@@ -87,6 +127,9 @@ function dekVersionsToProto(key: TenantKey) {
       kekVersion: v.kekVersion,
       createTime: timestampFromDate(v.createTime),
       ...(v.rotateTime === undefined ? {} : { rotateTime: timestampFromDate(v.rotateTime) }),
+      ...(v.lastDecryptTime === undefined ? {} : { lastDecryptTime: timestampFromDate(v.lastDecryptTime) }),
+      ...(v.purgeTime === undefined ? {} : { purgeTime: timestampFromDate(v.purgeTime) }),
+      ...(v.revokeTime === undefined ? {} : { revokeTime: timestampFromDate(v.revokeTime) }),
     }),
   );
 }
@@ -107,6 +150,8 @@ export function keyStatusToProto(report: KeyStatusReport): KeyStatus {
     rotationOverdue: report.rotationOverdue,
     dekVersions: full.dekVersions,
     kekVersions: full.kekVersions,
+    ...(full.lastRotationFailure === undefined ? {} : { lastRotationFailure: full.lastRotationFailure }),
+    ...(full.scheduledDestroyTime === undefined ? {} : { scheduledDestroyTime: full.scheduledDestroyTime }),
   });
 }
 
@@ -134,6 +179,24 @@ export function rotationPolicyFromProto(policy: RotationPolicy | undefined): Rot
     dekRotationPeriodSeconds: durationSeconds("rotation_policy.dek_rotation_period", policy.dekRotationPeriod),
     kekRotationPeriodSeconds: durationSeconds("rotation_policy.kek_rotation_period", policy.kekRotationPeriod),
   };
+}
+
+export function lifecyclePolicyFromProto(policy: LifecyclePolicy | undefined): LifecyclePolicyInput | undefined {
+  if (policy === undefined) return undefined;
+  return {
+    dekGracePeriodSeconds: durationSeconds("lifecycle_policy.dek_grace_period", policy.dekGracePeriod),
+    decryptQuietWindowSeconds: durationSeconds("lifecycle_policy.decrypt_quiet_window", policy.decryptQuietWindow),
+    revocationWaitingPeriodSeconds: durationSeconds("lifecycle_policy.revocation_waiting_period", policy.revocationWaitingPeriod),
+  };
+}
+
+export function customerKeyFromProto(customerKey: ProtoCustomerKey | undefined): CustomerKey | undefined {
+  if (customerKey === undefined) return undefined;
+  const provider = (Object.keys(CUSTOMER_PROVIDER) as CustomerKeyProvider[]).find((p) => CUSTOMER_PROVIDER[p] === customerKey.provider);
+  if (provider === undefined) {
+    throw invalidField("customer_key.provider", "must be CUSTOMER_KEY_PROVIDER_AWS_KMS, CUSTOMER_KEY_PROVIDER_AZURE_KEY_VAULT or CUSTOMER_KEY_PROVIDER_GCP_KMS");
+  }
+  return { provider, keyUri: customerKey.keyUri };
 }
 
 function durationSeconds(field: string, duration: Duration | undefined): number | undefined {

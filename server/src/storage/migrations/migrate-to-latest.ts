@@ -1,5 +1,6 @@
 import { type Kysely, type Migration, type MigrationResult, Migrator, NO_MIGRATIONS, sql } from "kysely";
 import * as createKeyTables from "./20251129120000_create-key-tables.js";
+import * as lifecycle from "./20251129130000_lifecycle.js";
 
 /**
  * Every migration, by name; kysely applies them in name order. Listed here
@@ -9,6 +10,7 @@ import * as createKeyTables from "./20251129120000_create-key-tables.js";
  */
 export const migrations: Readonly<Record<string, Migration>> = {
   "20251129120000_create-key-tables": createKeyTables,
+  "20251129130000_lifecycle": lifecycle,
 };
 
 /**

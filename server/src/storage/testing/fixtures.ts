@@ -38,6 +38,21 @@ export function keyRow(tenantId: string, keyId: string, overrides: Partial<NewKe
     create_time: T0,
     update_time: T0,
     revoke_time: null,
+    dek_grace_period_seconds: 7 * 86_400,
+    decrypt_quiet_window_seconds: 7 * 86_400,
+    revocation_waiting_period_seconds: 30 * 86_400,
+    scheduled_destroy_time: null,
+    destroy_time: null,
+    next_rotation_time: null,
+    rotation_failure_time: null,
+    rotation_failure_message: null,
+    rotation_failure_attempts: 0,
+    customer_provider: overrides.protection === "CUSTOMER_MANAGED" ? "AWS_KMS" : null,
+    customer_key_uri: overrides.protection === "CUSTOMER_MANAGED" ? "arn:aws:kms:eu-west-1:111122223333:key/test" : null,
+    customer_key_last_success_time: null,
+    customer_key_last_error_time: null,
+    customer_key_last_error_class: null,
+    customer_key_last_error: null,
     ...overrides,
   };
 }
@@ -59,6 +74,9 @@ export function kekVersionRow(
     root_key_id: "local-1",
     create_time: T0,
     destroy_time: null,
+    retire_time: null,
+    rewrapped_dek_count: 0,
+    total_dek_count: 0,
     ...overrides,
   };
 }
@@ -78,6 +96,9 @@ export function dekVersionRow(
     wrapped_material: material(60, 100 + version),
     create_time: T0,
     rotate_time: null,
+    last_decrypt_time: null,
+    purge_time: null,
+    revoke_time: null,
     ...overrides,
   };
 }
