@@ -1,0 +1,4 @@
+import { describeKeyWrappingContract } from "./contract/key-wrapping-contract.js";
+import { azureKeyVaultTarget } from "./targets/azure-keyvault.js";
+
+describeKeyWrappingContract(azureKeyVaultTarget());

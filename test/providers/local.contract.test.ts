@@ -1,0 +1,4 @@
+import { describeKeyWrappingContract } from "./contract/key-wrapping-contract.js";
+import { localTarget } from "./targets/local.js";
+
+describeKeyWrappingContract(localTarget());
