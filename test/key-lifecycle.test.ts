@@ -5,6 +5,8 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KekAlgorithm, KekVersionState, DekVersionState, KeyState } from "../gen/matih/kms/v1/resources_pb.js";
+import { silentLogger } from "../server/src/api/logger.js";
+import { drainJobs } from "../server/src/jobs/job-runner.js";
 import { engines } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { createTestKms, tenantCaller, type TestKms } from "./support/kms-harness.js";
@@ -125,15 +127,21 @@ describe.each(engines)("key lifecycle on $name", (engine) => {
     expect(old.dekVersion).toBe(1);
   });
 
-  it("rotates the KEK: every DEK is re-wrapped, the old KEK's material is erased, and every reference still decrypts", async () => {
+  it("rotates the KEK: the old version retires, the background re-wrap moves every DEK under the new one and erases the old KEK's material, and every reference still decrypts", async () => {
     const { keys, dataKeys } = kms.clients();
     const v1 = await dataKeys.decrypt({ tenantId: "acme", keyId: "pii", reference: firstReference });
     const v2 = await dataKeys.generateDataKey({ tenantId: "acme", keyId: "pii" });
     const wrappedBefore = await kms.database.db.selectFrom("dek_versions").select(["version", "wrapped_material"]).where("key_id", "=", "pii").where("tenant_id", "=", "acme").orderBy("version").execute();
 
-    const { key } = await keys.rotateKey({ tenantId: "acme", keyId: "pii", rotateKek: true });
-    expect(key?.primaryKekVersion).toBe(2);
-    expect(key?.primaryDekVersion).toBe(3);
+    const { key: rotated } = await keys.rotateKey({ tenantId: "acme", keyId: "pii", rotateKek: true });
+    expect(rotated?.primaryKekVersion).toBe(2);
+    expect(rotated?.primaryDekVersion).toBe(3);
+    expect(rotated?.kekVersions.map((v) => [v.version, v.state])).toEqual([
+      [1, KekVersionState.RETIRING],
+      [2, KekVersionState.PRIMARY],
+    ]);
+    await drainJobs(kms.context, { workerId: "test", batchSize: 1_000, leaseMs: 30_000, concurrency: 1 }, { logger: silentLogger });
+    const { key } = await keys.getKey({ tenantId: "acme", keyId: "pii" });
     expect(key?.kekVersions.map((v) => [v.version, v.state])).toEqual([
       [1, KekVersionState.DESTROYED],
       [2, KekVersionState.PRIMARY],

@@ -34,6 +34,22 @@ export interface Config {
   readonly tlsReloadIntervalMs: number;
   /** Service identities (SPIFFE URIs) allowed privileged calls: root-key admin, every tenant's events. */
   readonly adminSpiffeIds: readonly string[];
+  /** Background work (jobs/): re-wraps, scheduled rotation and the other periodic tasks. */
+  readonly workers: {
+    /** false (KMS_WORKERS=off) runs none in this process: for tests that drive the work by hand. */
+    readonly enabled: boolean;
+    readonly intervalMs: number;
+    readonly rewrapBatchSize: number;
+    /** Batches applied at once by this process. */
+    readonly concurrency: number;
+    readonly leaseMs: number;
+  };
+  /** Scheduled master-key rotation: the age of the current master key that triggers it; 0 turns it off. */
+  readonly rootKeyRotationDays: number;
+  /** How often each server reads new key events for its WatchKeyEvents subscribers. */
+  readonly eventPollIntervalMs: number;
+  /** Key events older than this are pruned; older cursors are refused EVENT_CURSOR_EXPIRED. */
+  readonly eventRetentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -100,6 +116,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: integer(env, "KMS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
     tlsReloadIntervalMs: integer(env, "KMS_TLS_RELOAD_INTERVAL_SECONDS", 60, 1, 86_400) * 1000,
     adminSpiffeIds: spiffeList(env, "KMS_ADMIN_SPIFFE_IDS", production ? [] : ["spiffe://matih.local/dev"]),
+    workers: {
+      enabled: oneOf(env, "KMS_WORKERS", ["on", "off"] as const, "on") === "on",
+      intervalMs: integer(env, "KMS_WORKER_INTERVAL_MS", 2_000, 10, 3_600_000),
+      rewrapBatchSize: integer(env, "KMS_REWRAP_BATCH_SIZE", 1_000, 1, 10_000),
+      // PGlite is one session: a second lane would only queue behind the first.
+      concurrency: integer(env, "KMS_WORKER_CONCURRENCY", env["DATABASE_URL"] === undefined ? 1 : 2, 1, 16),
+      leaseMs: integer(env, "KMS_JOB_LEASE_SECONDS", 30, 1, 3_600) * 1000,
+    },
+    rootKeyRotationDays: integer(env, "KMS_ROOT_KEY_ROTATION_DAYS", 365, 0, 3_650),
+    eventPollIntervalMs: integer(env, "KMS_EVENT_POLL_INTERVAL_MS", 150, 10, 10_000),
+    eventRetentionDays: integer(env, "KMS_EVENT_RETENTION_DAYS", 7, 1, 3_650),
   };
 }
 

@@ -8,15 +8,21 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createJsonLinesLogger, type Logger } from "./api/logger.js";
 import { createKmsServer, type KmsServer, type KmsServerTls } from "./api/kms-server.js";
+import { createAdminService } from "./api/services/admin-service.js";
 import { createDataKeyService } from "./api/services/data-key-service.js";
+import { createDatasetService } from "./api/services/dataset-service.js";
+import { createKeyEventService } from "./api/services/key-event-service.js";
 import { createKeyManagementService } from "./api/services/key-management-service.js";
 import { ConfigError, type Config } from "./config.js";
 import { DEV_JWT_AUDIENCE, DEV_JWT_ISSUER, DEV_KEY_ID_PREFIX, ensureDevTokenKey } from "./dev/dev-token-issuer.js";
 import { systemClock, type Clock } from "./domain/clock.js";
 import type { RootKeyProvider } from "./domain/root-key-provider.js";
+import { startBackgroundWorkers, type BackgroundWorkers } from "./jobs/background-workers.js";
+import { periodicTasks } from "./jobs/periodic-tasks.js";
 import { openLocalRootProvider } from "./providers/local/local-root-provider.js";
 import { createKekCache } from "./service/kek-cache.js";
 import type { KmsContext } from "./service/kms-context.js";
+import { syncRootKey } from "./service/root-key-registry.js";
 import { migrateToLatest } from "./storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "./storage/open-database.js";
 import { lockDataDir } from "./storage/pglite/data-dir-lock.js";
@@ -30,6 +36,8 @@ export interface RunningKms {
   readonly server: KmsServer;
   readonly context: KmsContext;
   readonly database: OpenedDatabase;
+  /** The background loops (re-wraps, periodic tasks); undefined with KMS_WORKERS=off. */
+  readonly workers: BackgroundWorkers | undefined;
   /** Where the development PKI lives, in development mode. */
   readonly devTlsDir: string | undefined;
   /** Drains in-flight calls, then closes the server, the provider and the database. */
@@ -73,8 +81,28 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
       clock: overrides.clock ?? systemClock,
       kekCache: createKekCache(config.kekCache),
     };
+    // Record the master key (first start) or switch the provider to the one recorded as current.
+    await syncRootKey(context).catch((error: unknown) =>
+      logger.warn("the master key recorded as current is not usable here; new KEKs are wrapped under this server's own", { err: error }),
+    );
+    let workers: BackgroundWorkers | undefined;
+    const keyEvents = createKeyEventService(context, {
+      adminSpiffeIds: config.adminSpiffeIds,
+      pollIntervalMs: config.eventPollIntervalMs,
+      logger,
+    });
     const server = await createKmsServer({
-      services: { keyManagement: createKeyManagementService(context), dataKey: createDataKeyService(context) },
+      services: {
+        keyManagement: createKeyManagementService(context),
+        dataKey: createDataKeyService(context),
+        dataset: createDatasetService(context),
+        keyEvents: keyEvents.impl,
+        admin: createAdminService(context, {
+          adminSpiffeIds: config.adminSpiffeIds,
+          rootKeyRotationDays: config.rootKeyRotationDays,
+          onRotated: () => workers?.wake(),
+        }),
+      },
       tls,
       auth: jwt === undefined ? {} : { jwt },
       port: config.port,
@@ -84,6 +112,14 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
     });
     const provider = rootProvider;
     const db = database;
+    if (config.workers.enabled) {
+      workers = startBackgroundWorkers(context, {
+        intervalMs: config.workers.intervalMs,
+        jobs: { batchSize: config.workers.rewrapBatchSize, concurrency: config.workers.concurrency, leaseMs: config.workers.leaseMs },
+        tasks: periodicTasks({ rootKeyRotationDays: config.rootKeyRotationDays, eventRetentionDays: config.eventRetentionDays }),
+        logger,
+      });
+    }
     const watcher =
       config.tls === undefined
         ? undefined
@@ -95,10 +131,13 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
       server,
       context,
       database: db,
+      workers,
       devTlsDir,
       async stop(graceMs = config.shutdownGraceMs) {
         watcher?.stop();
-        await server.close(graceMs);
+        keyEvents.close(); // watch streams end now, not after the grace period
+        // The background work stops with the calls in flight, before the provider and the database close.
+        await Promise.all([server.close(graceMs), workers?.stop()]);
         context.kekCache.clear();
         await provider.close();
         if (ownsDatabase) await db.close();

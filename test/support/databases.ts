@@ -102,7 +102,8 @@ const SCHEMA_PREFIX = "kms_test_";
 const STALE_AFTER_SECONDS = 6 * 60 * 60;
 let staleSchemasDropped = false;
 
-async function createTestSchema(): Promise<string> {
+/** A fresh, empty schema in the test PostgreSQL (for opening one database twice: two "replicas"). */
+export async function createTestSchema(): Promise<string> {
   const seconds = Math.floor(Date.now() / 1000);
   const schema = `${SCHEMA_PREFIX}${seconds}_${Math.random().toString(36).slice(2, 10)}`;
   await withAdminClient(async (client) => {
@@ -115,7 +116,7 @@ async function createTestSchema(): Promise<string> {
   return schema;
 }
 
-async function dropTestSchema(schema: string): Promise<void> {
+export async function dropTestSchema(schema: string): Promise<void> {
   await withAdminClient((client) => client.query(`drop schema if exists ${schema} cascade`));
 }
 

@@ -41,7 +41,7 @@ export interface Endpoint {
 }
 
 export interface RestCall {
-  readonly method: "GET" | "POST" | "DELETE" | "PUT";
+  readonly method: "GET" | "POST" | "DELETE" | "PUT" | "PATCH";
   readonly path: string;
   /** Sent as JSON (JSON.stringify). */
   readonly json?: unknown;

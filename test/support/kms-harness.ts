@@ -8,14 +8,20 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient, createRouterTransport, type Client, type Interceptor } from "@connectrpc/connect";
+import { AdminService } from "../../gen/matih/kms/v1/admin_service_pb.js";
 import { DataKeyService } from "../../gen/matih/kms/v1/data_key_service_pb.js";
+import { DatasetService } from "../../gen/matih/kms/v1/dataset_service_pb.js";
 import { KeyManagementService } from "../../gen/matih/kms/v1/key_management_service_pb.js";
+import { KeyEventService } from "../../gen/matih/kms/v1/key_event_service_pb.js";
 import { authenticationKey, type Caller } from "../../server/src/api/authentication.js";
 import type { Logger } from "../../server/src/api/logger.js";
 import { silentLogger } from "../../server/src/api/logger.js";
 import { createRpcGuard } from "../../server/src/api/rpc-guard.js";
+import { createAdminService } from "../../server/src/api/services/admin-service.js";
 import { createDataKeyService } from "../../server/src/api/services/data-key-service.js";
+import { createDatasetService } from "../../server/src/api/services/dataset-service.js";
 import { createKeyManagementService } from "../../server/src/api/services/key-management-service.js";
+import { createKeyEventService, type KeyEventServiceHandle } from "../../server/src/api/services/key-event-service.js";
 import type { Clock } from "../../server/src/domain/clock.js";
 import { openLocalRootProvider } from "../../server/src/providers/local/local-root-provider.js";
 import { createKekCache, type KekCacheOptions } from "../../server/src/service/kek-cache.js";
@@ -25,6 +31,9 @@ import type { TestEngine } from "./databases.js";
 
 export const SERVICE_CALLER: Caller = { kind: "service", spiffeId: "spiffe://matih.local/test" };
 export const tenantCaller = (tenantId: string): Caller => ({ kind: "tenant", tenantId, subject: "test-user" });
+/** A service identity listed as privileged (adminSpiffeIds) in every test KMS. */
+export const ADMIN_SPIFFE_ID = "spiffe://matih.local/test-admin";
+export const ADMIN_CALLER: Caller = { kind: "service", spiffeId: ADMIN_SPIFFE_ID };
 
 /** A clock the test moves by hand. */
 export interface ManualClock extends Clock {
@@ -50,13 +59,25 @@ export interface TestKms {
   readonly database: OpenedDatabase;
   readonly clock: ManualClock;
   readonly dataDir: string;
-  clients(caller?: Caller): { keys: Client<typeof KeyManagementService>; dataKeys: Client<typeof DataKeyService> };
+  /** WatchKeyEvents: the service and its feed (one poller per test KMS). */
+  readonly keyEvents: KeyEventServiceHandle;
+  clients(caller?: Caller): {
+    keys: Client<typeof KeyManagementService>;
+    dataKeys: Client<typeof DataKeyService>;
+    events: Client<typeof KeyEventService>;
+    datasets: Client<typeof DatasetService>;
+    admin: Client<typeof AdminService>;
+  };
   close(): Promise<void>;
 }
 
 export interface TestKmsOptions {
   readonly kekCache?: KekCacheOptions;
   readonly logger?: Logger;
+  /** Key-event poll interval; default 20 ms (tests wait on it). */
+  readonly eventPollIntervalMs?: number;
+  /** Key-event query size; default the server's. */
+  readonly eventBatchSize?: number;
 }
 
 export async function createTestKms(engine: TestEngine, options: TestKmsOptions = {}): Promise<TestKms> {
@@ -72,13 +93,22 @@ export async function createTestKms(engine: TestEngine, options: TestKmsOptions 
   };
   const keyManagement = createKeyManagementService(context);
   const dataKey = createDataKeyService(context);
+  const dataset = createDatasetService(context);
+  const admin = createAdminService(context, { adminSpiffeIds: [ADMIN_SPIFFE_ID], rootKeyRotationDays: 365 });
   const log = options.logger ?? silentLogger;
+  const keyEvents = createKeyEventService(context, {
+    adminSpiffeIds: [ADMIN_SPIFFE_ID],
+    pollIntervalMs: options.eventPollIntervalMs ?? 20,
+    batchSize: options.eventBatchSize,
+    logger: log,
+  });
 
   return {
     context,
     database,
     clock,
     dataDir,
+    keyEvents,
     clients(caller = SERVICE_CALLER) {
       const asCaller: Interceptor = (next) => (req) => {
         req.contextValues.set(authenticationKey, { inputs: undefined, authenticator: undefined, result: Promise.resolve(caller) });
@@ -88,12 +118,22 @@ export async function createTestKms(engine: TestEngine, options: TestKmsOptions 
         (router) => {
           router.service(KeyManagementService, keyManagement);
           router.service(DataKeyService, dataKey);
+          router.service(DatasetService, dataset);
+          router.service(KeyEventService, keyEvents.impl);
+          router.service(AdminService, admin);
         },
         { router: { interceptors: [asCaller, createRpcGuard({ log, isDraining: () => false })] } },
       );
-      return { keys: createClient(KeyManagementService, transport), dataKeys: createClient(DataKeyService, transport) };
+      return {
+        keys: createClient(KeyManagementService, transport),
+        dataKeys: createClient(DataKeyService, transport),
+        events: createClient(KeyEventService, transport),
+        datasets: createClient(DatasetService, transport),
+        admin: createClient(AdminService, transport),
+      };
     },
     async close() {
+      keyEvents.close();
       context.kekCache.clear();
       await rootProvider.close();
       await database.close();

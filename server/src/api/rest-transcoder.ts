@@ -1,6 +1,6 @@
 import type { Http2ServerRequest } from "node:http2";
 import { create, getOption, hasOption, toJson, type DescMethod, type DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createHandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createHandlerContext, type HandlerContext } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { http } from "../../../gen/google/api/annotations_pb.js";
 import { KmsError } from "../domain/kms-error.js";
@@ -16,7 +16,8 @@ import { headersFromNode, singleHeader } from "./node-headers.js";
 import { matchPathTemplate, parsePathTemplate, type PathTemplate } from "./path-template.js";
 import { DEFAULT_MAX_BODY_BYTES, readBoundedBody } from "./request-body.js";
 import { assertPathVariableField, buildRestRequest } from "./rest-request.js";
-import { unaryHandlerOf, type ServiceBinding } from "./service-binding.js";
+import type { ServiceBinding } from "./service-binding.js";
+import { streamOpenedKey } from "./stream-opened.js";
 import { tlsPeerOf, tlsSocketOf } from "./tls-peer.js";
 
 /** connect-node's handler signature (its request/response types are not exported). */
@@ -32,15 +33,17 @@ export interface RestRoute {
   /** "" (no body), "*" or a top-level field name. */
   readonly body: string;
   readonly binding: ServiceBinding;
-  readonly method: DescMethod & { readonly methodKind: "unary" };
+  /** Unary: one JSON response. Server streaming: newline-delimited JSON, one response message per line. */
+  readonly method: DescMethod & { readonly methodKind: "unary" | "server_streaming" };
 }
 
 /**
  * The REST routes of the given services, from their `google.api.http`
  * annotations (including `additional_bindings`). There is no hand-written
  * route table: a new RPC with an annotation is served on REST at start-up.
- * Throws at start-up on what it cannot serve (streaming methods with a route,
- * `response_body`, a path variable naming no scalar field, duplicate routes).
+ * Throws at start-up on what it cannot serve (client or bidirectional
+ * streaming methods with a route, `response_body`, a path variable naming no
+ * scalar field, duplicate routes).
  */
 export function restRoutesFromAnnotations(bindings: readonly ServiceBinding[]): RestRoute[] {
   const routes: RestRoute[] = [];
@@ -49,8 +52,10 @@ export function restRoutesFromAnnotations(bindings: readonly ServiceBinding[]): 
     for (const method of binding.service.methods) {
       if (!hasOption(method, http)) continue;
       const where = `${binding.service.typeName}.${method.name}`;
-      if (method.methodKind !== "unary") throw new Error(`${where}: REST routes are supported for unary methods only`);
-      const unary = method as DescMethod & { readonly methodKind: "unary" };
+      if (method.methodKind !== "unary" && method.methodKind !== "server_streaming") {
+        throw new Error(`${where}: REST routes are supported for unary and server-streaming methods only`);
+      }
+      const unary = method as DescMethod & { readonly methodKind: "unary" | "server_streaming" };
       const rule = getOption(method, http);
       for (const r of [rule, ...rule.additionalBindings]) {
         if (r.responseBody !== "") throw new Error(`${where}: response_body is not supported`);
@@ -122,6 +127,14 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * message (path, query, body; strict proto3 JSON) → check the tenant → call
  * the same implementation as gRPC with a HandlerContext → `toJson` the
  * response. Every error goes through the one error table.
+ *
+ * A server-streaming method answers `application/x-ndjson`: one proto3-JSON
+ * response message per line, written as it comes. The 200 and headers go out
+ * with the first message, or earlier when the implementation marks the stream
+ * open (`markStreamOpened`); an error before that is the usual JSON error body
+ * with its status, one after it is a last line `{"error": <that body>}`. The
+ * stream ends when the implementation ends, the client goes away, or the
+ * server shuts down (the handler context's signal aborts).
  */
 export function createRestTranscoder(options: RestTranscoderOptions): RestTranscoder {
   const routes = restRoutesFromAnnotations(options.services);
@@ -181,13 +194,15 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
       const request = buildRestRequest({ input: route.method.input, body: route.body }, variables, query, bodyText);
       authorizeMessageTenant(caller, route.method.input, request);
 
-      const handler = unaryHandlerOf(route.binding, route.method);
+      const handler = handlerOf(route.binding, route.method);
       if (handler === undefined) {
         throw new ConnectError(`${route.method.name} is not implemented`, Code.Unimplemented);
       }
       const requestAbort = new AbortController();
       const onClose = (): void => {
-        if (!res.writableFinished) requestAbort.abort(new ConnectError("the client closed the request", Code.Canceled));
+        // writableEnded: we ended the response. (writableFinished is also true
+        // on HTTP/2 once the client reset the stream, so it cannot tell.)
+        if (!res.writableEnded) requestAbort.abort(new ConnectError("the client closed the request", Code.Canceled));
       };
       res.once("close", onClose);
       const ctx = createHandlerContext({
@@ -202,6 +217,10 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
         ...(options.shutdownSignal === undefined ? {} : { shutdownSignal: options.shutdownSignal }),
       });
       try {
+        if (route.method.methodKind === "server_streaming") {
+          await streamResponses(res, route.method, handler(request, ctx) as AsyncIterable<unknown>, ctx, log, logContext);
+          return;
+        }
         const result = await handler(request, ctx);
         const response = create(route.method.output, result as Parameters<typeof create>[1]);
         const json = JSON.stringify(toJson(route.method.output, response));
@@ -228,6 +247,96 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     });
   };
   return Object.assign(transcoder, { routes });
+}
+
+type Handler = (request: unknown, context: HandlerContext) => unknown;
+
+/** The implementation of one method, or undefined when the binding lacks it. */
+function handlerOf(binding: ServiceBinding, method: DescMethod): Handler | undefined {
+  const candidate = (binding.impl as Record<string, unknown>)[method.localName];
+  return typeof candidate === "function" ? (candidate.bind(binding.impl) as Handler) : undefined;
+}
+
+/**
+ * Writes a server stream as newline-delimited JSON (see createRestTranscoder).
+ * Throws what the implementation throws before the stream is open, so the
+ * caller answers it as an ordinary error.
+ */
+async function streamResponses(
+  res: NodeResponse,
+  method: DescMethod,
+  responses: AsyncIterable<unknown>,
+  ctx: HandlerContext,
+  log: Logger,
+  logContext: Record<string, unknown>,
+): Promise<void> {
+  let open = false;
+  const openStream = (): void => {
+    if (open || res.headersSent || res.destroyed) return;
+    open = true;
+    ctx.responseHeader.forEach((value, name) => res.setHeader(name, value));
+    res.setHeader("content-type", "application/x-ndjson");
+    res.setHeader("cache-control", "no-store");
+    res.setHeader("x-content-type-options", "nosniff");
+    res.writeHead(200); // HTTP/2: sends the HEADERS frame now
+    const http1 = res as { flushHeaders?: () => void };
+    if (typeof http1.flushHeaders === "function") http1.flushHeaders(); // HTTP/1.1: without waiting for a first write
+  };
+  ctx.values.set(streamOpenedKey, openStream);
+  const iterator = responses[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const next = await nextUnlessAborted(iterator, ctx.signal);
+      if (next === undefined || next.done === true) break;
+      const message = create(method.output, next.value as Parameters<typeof create>[1]);
+      openStream();
+      if (!res.write(`${JSON.stringify(toJson(method.output, message))}\n`)) await drained(res, ctx.signal);
+    }
+    openStream(); // a stream that ended without a message is still a 200
+  } catch (err) {
+    if (!open) throw err;
+    const { body } = errorToJson(err, log, logContext);
+    if (!res.destroyed) res.write(`${JSON.stringify({ error: body })}\n`);
+  } finally {
+    ctx.values.set(streamOpenedKey, undefined);
+    // Not awaited: a generator suspended in `next` only returns once that settles.
+    void iterator.return?.()?.catch(() => undefined);
+  }
+  if (!res.destroyed) res.end();
+}
+
+/** The iterator's next result, or undefined as soon as `signal` aborts. */
+function nextUnlessAborted<T>(iterator: AsyncIterator<T>, signal: AbortSignal): Promise<IteratorResult<T> | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => resolve(undefined);
+    signal.addEventListener("abort", onAbort, { once: true });
+    iterator.next().then(
+      (result) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(result);
+      },
+      (error: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** Resolves when the response can take more, or it closed, or `signal` aborted. */
+function drained(res: NodeResponse, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off("drain", done);
+      res.off("close", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 /**

@@ -20,6 +20,15 @@ export interface RootKeyProvider {
   /** Fails with PROVIDER_UNAVAILABLE when the provider cannot be reached. */
   unwrap(wrapped: Uint8Array, context: KekWrapContext, rootKeyId: string): Promise<Buffer>;
   close(): Promise<void>;
+  /**
+   * Master-key rotation, for providers that keep versions themselves (`local`):
+   * makes a new version and returns its id, without making it current. A
+   * provider without it rotates inside its own service (cloud KMS automatic
+   * rotation under one key reference) and has nothing for us to re-wrap.
+   */
+  createKeyVersion?(): Promise<string>;
+  /** Makes a version this provider holds the one `wrap` uses (after the database recorded it as current). */
+  useKeyVersion?(rootKeyId: string): Promise<void>;
 }
 
 /** A canonical, unambiguous encoding of a wrap context, for use as AAD. */

@@ -10,6 +10,7 @@ import { requireValidId } from "../domain/identifiers.js";
 import { invalidField, KmsError } from "../domain/kms-error.js";
 import type { KmsContext } from "./kms-context.js";
 import { unwrapDataKey } from "./data-key-material.js";
+import { noteDecryptServed } from "./decrypt-tracking.js";
 
 export interface DecryptedDataKey {
   readonly plaintext: Buffer;
@@ -47,5 +48,7 @@ export async function decryptDataKey(
     wipe(dek.plaintext);
     throw new KmsError("REFERENCE_TAMPERED", "reference: integrity check failed; it was altered after it was issued", { field: "reference" });
   }
+  // For the purge's quiet window; a query at most once a minute per version, none otherwise.
+  await noteDecryptServed(context, tenantId, keyId, dek.dekVersion);
   return { plaintext: dek.plaintext, dekVersion: dek.dekVersion };
 }

@@ -1,9 +1,11 @@
 /**
  * RotateKey: a new DEK version becomes primary and the previous one stays
- * decrypt-only. With rotateKek, a new KEK version is made first and every DEK
- * version that still has material is re-wrapped under it, in the same
- * transaction; the old KEK versions are then no longer needed and their
- * material is erased. Callers' stored DEK references never change.
+ * decrypt-only. With rotateKek, a new KEK version is made first and becomes
+ * primary (the new DEK is wrapped under it); the previous primary KEK version
+ * becomes RETIRING, and a KEK_REWRAP job enqueued in the same transaction
+ * re-wraps its DEK versions in the background and then destroys it
+ * (jobs/kek-rewrap.ts). Callers' stored DEK references never change, and
+ * every version keeps decrypting throughout.
  *
  * The key row is locked (SELECT ... FOR UPDATE) for the whole transaction, so
  * two rotations of one key — from any replica — serialise.
@@ -17,11 +19,12 @@ import { assertKeyManageable, nextVersionNumber } from "../domain/key-rules.js";
 import { addSeconds } from "../domain/rotation-policy.js";
 import type { Executor } from "../storage/database.js";
 import { appendKeyEvent } from "../storage/key-event.repository.js";
+import { enqueueKekRewrap } from "../jobs/kek-rewrap.js";
 import { insertDekVersion, listDekVersions, updateDekVersion } from "../storage/dek-version.repository.js";
-import { insertKekVersion, listKekVersions, updateKekVersion } from "../storage/kek-version.repository.js";
+import { insertKekVersion, listKekVersions } from "../storage/kek-version.repository.js";
 import { updateKey } from "../storage/key.repository.js";
 import { withKek } from "./kek-access.js";
-import { dekWrapContext, generateKekMaterial, unwrapDek, wrapDek, type KekForWrapping, type NewKekMaterial } from "./kek-material.js";
+import { dekWrapContext, generateKekMaterial, wrapDek, type KekForWrapping, type NewKekMaterial } from "./kek-material.js";
 import type { KmsContext } from "./kms-context.js";
 import { readKeyRow, readTenantKey } from "./key-reader.js";
 
@@ -87,7 +90,6 @@ export async function rotateKey(context: KmsContext, input: RotateKeyInput): Pro
   } finally {
     wipe(newDek, newKek?.secret);
   }
-  if (input.rotateKek) context.kekCache.deleteKey(tenantId, keyId);
   return readTenantKey(context.db, tenantId, keyId);
 }
 
@@ -98,7 +100,11 @@ interface KeyScope {
   readonly algorithm: KekAlgorithm;
 }
 
-/** Inserts the new primary KEK version, re-wraps every live DEK under it, destroys the old versions. */
+/**
+ * Inserts the new primary KEK version; the previous primary becomes RETIRING
+ * with a KEK_REWRAP job for its DEK versions (versions already RETIRING keep
+ * theirs, which now re-wraps under the new primary).
+ */
 async function replaceKek(context: KmsContext, tx: Executor, key: KeyScope, newKek: NewKekMaterial, now: Date): Promise<number> {
   const { tenantId, keyId } = key;
   const keks = await listKekVersions(tx, tenantId, keyId);
@@ -115,36 +121,8 @@ async function replaceKek(context: KmsContext, tx: Executor, key: KeyScope, newK
     create_time: now,
     destroy_time: null,
   });
-  const wrapping = newKekForWrapping(key.algorithm, newKek);
-
-  const deks = await listDekVersions(tx, tenantId, keyId);
-  for (const dek of deks) {
-    if (dek.wrapped_material === null) continue;
-    const oldKek = keks.find((k) => k.version === dek.kek_version);
-    if (oldKek === undefined) throw new Error(`DEK version ${dek.version} of key ${keyId} names a missing KEK version ${dek.kek_version}`);
-    const aad = dekWrapContext(tenantId, keyId, dek.version);
-    const rewrapped = await withKek(
-      context,
-      { ...key, kekAlgorithm: key.algorithm, kekVersion: oldKek.version, wrappedKek: oldKek.wrapped_material, rootKeyId: oldKek.root_key_id },
-      (kek) => {
-        const plaintext = unwrapDek(kek, dek.wrapped_material!, aad);
-        try {
-          return wrapDek(wrapping, plaintext, aad);
-        } finally {
-          wipe(plaintext);
-        }
-      },
-    );
-    await updateDekVersion(tx, tenantId, keyId, dek.version, { wrapped_material: rewrapped, kek_version: version });
-  }
   for (const old of keks) {
-    if (old.state === "DESTROYED") continue;
-    await updateKekVersion(tx, tenantId, keyId, old.version, {
-      state: "DESTROYED",
-      wrapped_material: null,
-      destroy_time: now,
-      retire_time: old.retire_time ?? now,
-    });
+    if (old.state === "PRIMARY") await enqueueKekRewrap(tx, { tenantId, keyId, kekVersion: old.version, now });
   }
   return version;
 }

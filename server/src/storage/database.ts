@@ -175,6 +175,8 @@ export interface JobsTable {
   lease_owner: string | null;
   lease_until: NullableTimestamp;
   attempts: ColumnType<number, number | undefined, number>;
+  /** Batches applied so far; the last one's job_batches.batch_no. */
+  batches: ColumnType<number, number | undefined, number>;
   last_error: string | null;
   create_time: Timestamp;
   update_time: Timestamp;

@@ -30,12 +30,21 @@ export async function appendKeyEvent(tx: Executor, event: NewKeyEvent): Promise<
   return eventId;
 }
 
-/** Events after `afterEventId`, oldest first; `tenantId` undefined means every tenant. */
+/**
+ * Events after `afterEventId` (and up to `upToEventId`, when given), oldest
+ * first; `tenantId` undefined means every tenant.
+ */
 export async function listKeyEventsAfter(
   db: Executor,
-  options: { readonly afterEventId: number; readonly tenantId?: string | undefined; readonly limit: number },
+  options: {
+    readonly afterEventId: number;
+    readonly upToEventId?: number | undefined;
+    readonly tenantId?: string | undefined;
+    readonly limit: number;
+  },
 ): Promise<KeyEvent[]> {
   let query = db.selectFrom("key_events").selectAll().where("event_id", ">", options.afterEventId);
+  if (options.upToEventId !== undefined) query = query.where("event_id", "<=", options.upToEventId);
   if (options.tenantId !== undefined) query = query.where("tenant_id", "=", options.tenantId);
   const rows = await query.orderBy("event_id").limit(options.limit).execute();
   return rows.map((row) => ({
@@ -59,4 +68,58 @@ export async function latestKeyEventId(db: Executor): Promise<number> {
 export async function oldestKeyEventId(db: Executor): Promise<number | undefined> {
   const row = await db.selectFrom("key_events").select((eb) => eb.fn.min("event_id").as("oldest")).executeTakeFirst();
   return row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest);
+}
+
+/**
+ * True when every event committed after `eventId` is still stored: nothing
+ * after it was pruned. Ids are dense (the id and the row commit or roll back
+ * together) and pruning removes the oldest events first, so the history after
+ * `eventId` is complete exactly when no event came after it, or when the
+ * oldest event kept is at most `eventId + 1`.
+ */
+export async function isKeyEventHistoryCompleteAfter(db: Executor, eventId: number): Promise<boolean> {
+  const row = await db
+    .selectFrom("event_sequence")
+    .select((eb) => ["last_event_id", eb.selectFrom("key_events").select((e) => e.fn.min("event_id").as("m")).as("oldest")])
+    .executeTakeFirstOrThrow();
+  if (Number(row.last_event_id) <= eventId) return true;
+  return row.oldest !== null && Number(row.oldest) <= eventId + 1;
+}
+
+/**
+ * Deletes the events older than `cutoff`, oldest first, `batchSize` rows per
+ * statement (short transactions, no long lock on the table). What is deleted
+ * is always a prefix of the history in id order — the events before the first
+ * one at or after `cutoff` — so "the oldest event kept" tells a subscriber
+ * exactly which cursors are still complete. Returns how many were deleted.
+ */
+export async function deleteKeyEventsBefore(db: Executor, cutoff: Date, batchSize = 10_000): Promise<number> {
+  const firstKept = await db
+    .selectFrom("key_events")
+    .select("event_id")
+    .where("event_time", ">=", cutoff)
+    .orderBy("event_id")
+    .limit(1)
+    .executeTakeFirst();
+  let bound: number;
+  if (firstKept !== undefined) {
+    bound = Number(firstKept.event_id);
+  } else {
+    // Every stored event is older than the cutoff; later ones get higher ids.
+    const last = await db.selectFrom("key_events").select((eb) => eb.fn.max("event_id").as("m")).executeTakeFirst();
+    if (last?.m === null || last?.m === undefined) return 0;
+    bound = Number(last.m) + 1;
+  }
+  let deleted = 0;
+  for (;;) {
+    const result = await db
+      .deleteFrom("key_events")
+      .where("event_id", "in", (eb) =>
+        eb.selectFrom("key_events").select("event_id").where("event_id", "<", bound).orderBy("event_id").limit(batchSize),
+      )
+      .executeTakeFirst();
+    const count = Number(result.numDeletedRows);
+    deleted += count;
+    if (count < batchSize) return deleted;
+  }
 }

@@ -13,8 +13,11 @@ import {
   GetKeyResponseSchema,
   KeyManagementService,
   ListKeysResponseSchema,
+  RestoreKeyResponseSchema,
+  RevokeDekVersionResponseSchema,
   RevokeKeyResponseSchema,
   RotateKeyResponseSchema,
+  UpdateKeyResponseSchema,
 } from "../../../../gen/matih/kms/v1/key_management_service_pb.js";
 import { createKey } from "../../service/create-key.js";
 import { getEncryptionStatus } from "../../service/encryption-status.js";
@@ -23,6 +26,9 @@ import type { KmsContext } from "../../service/kms-context.js";
 import { listKeys } from "../../service/list-keys.js";
 import { revokeKey } from "../../service/revoke-key.js";
 import { rotateKey } from "../../service/rotate-key.js";
+import { restoreKey } from "../../service/restore-key.js";
+import { revokeDekVersion } from "../../service/revoke-dek-version.js";
+import { updateKey } from "../../service/update-key.js";
 import { guardTenantCall } from "./tenant-call.js";
 import { lifecyclePolicyFromProto, kekAlgorithmFromProto, keyStateFilterFromProto, keyStatusToProto, keyToProto, rotationPolicyFromProto } from "./proto-mapping.js";
 
@@ -71,6 +77,31 @@ export function createKeyManagementService(context: KmsContext): Partial<Service
       guardTenantCall(ctx, req.tenantId, async () => {
         const key = await revokeKey(context, { tenantId: req.tenantId, keyId: req.keyId });
         return create(RevokeKeyResponseSchema, { key: keyToProto(key) });
+      }),
+
+    updateKey: (req, ctx) =>
+      guardTenantCall(ctx, req.tenantId, async () => {
+        const key = await updateKey(context, {
+          tenantId: req.tenantId,
+          keyId: req.keyId,
+          updateMask: req.updateMask?.paths ?? [],
+          description: req.description,
+          rotationPolicy: rotationPolicyFromProto(req.rotationPolicy),
+          lifecyclePolicy: lifecyclePolicyFromProto(req.lifecyclePolicy),
+        });
+        return create(UpdateKeyResponseSchema, { key: keyToProto(key) });
+      }),
+
+    restoreKey: (req, ctx) =>
+      guardTenantCall(ctx, req.tenantId, async () => {
+        const key = await restoreKey(context, { tenantId: req.tenantId, keyId: req.keyId });
+        return create(RestoreKeyResponseSchema, { key: keyToProto(key) });
+      }),
+
+    revokeDekVersion: (req, ctx) =>
+      guardTenantCall(ctx, req.tenantId, async () => {
+        const key = await revokeDekVersion(context, { tenantId: req.tenantId, keyId: req.keyId, dekVersion: req.dekVersion });
+        return create(RevokeDekVersionResponseSchema, { key: keyToProto(key) });
       }),
 
     getEncryptionStatus: (req, ctx) =>

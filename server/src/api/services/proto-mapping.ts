@@ -18,6 +18,13 @@ import {
   type LifecyclePolicy,
   KeyStatusSchema,
   RotationPolicySchema,
+  DatasetCountSchema,
+  DatasetProgressSchema,
+  DatasetSchema,
+  DekVersionCountSchema,
+  DekVersionHoldbackSchema,
+  StoreKind as ProtoStoreKind,
+  type Dataset as ProtoDataset,
   type Key,
   type KeyStatus,
   type RotationPolicy,
@@ -34,6 +41,8 @@ import type {
   TenantKey,
 } from "../../domain/key-model.js";
 import type { LifecyclePolicyInput } from "../../domain/lifecycle-policy.js";
+import type { Dataset, DatasetProgress, StoreKind } from "../../domain/dataset.js";
+import type { DekVersionHoldback } from "../../domain/dek-purge-rules.js";
 import { nextDekRotationTime, nextKekRotationTime } from "../../domain/key-rules.js";
 import { invalidField } from "../../domain/kms-error.js";
 import type { RotationPolicyInput } from "../../domain/rotation-policy.js";
@@ -152,6 +161,58 @@ export function keyStatusToProto(report: KeyStatusReport): KeyStatus {
     kekVersions: full.kekVersions,
     ...(full.lastRotationFailure === undefined ? {} : { lastRotationFailure: full.lastRotationFailure }),
     ...(full.scheduledDestroyTime === undefined ? {} : { scheduledDestroyTime: full.scheduledDestroyTime }),
+    dekVersionHoldbacks: report.holdbacks.map(holdbackToProto),
+    datasets: report.datasets.map(datasetProgressToProto),
+  });
+}
+
+function holdbackToProto(holdback: DekVersionHoldback) {
+  return create(DekVersionHoldbackSchema, {
+    version: holdback.version,
+    state: DEK_VERSION_STATE[holdback.state],
+    graceRemaining: seconds(holdback.graceRemainingSeconds),
+    datasetsHolding: holdback.datasetsHolding.map((d) => create(DatasetCountSchema, { datasetId: d.datasetId, ciphertexts: BigInt(d.ciphertexts) })),
+    ...(holdback.lastDecryptTime === undefined ? {} : { lastDecryptTime: timestampFromDate(holdback.lastDecryptTime) }),
+    quietRemaining: seconds(holdback.quietRemainingSeconds),
+  });
+}
+
+function datasetProgressToProto(progress: DatasetProgress) {
+  return create(DatasetProgressSchema, {
+    datasetId: progress.datasetId,
+    storeKind: STORE_KIND[progress.storeKind],
+    totalCiphertexts: BigInt(progress.totalCiphertexts),
+    underPrimary: BigInt(progress.underPrimary),
+    ...(progress.lastReportTime === undefined ? {} : { lastReportTime: timestampFromDate(progress.lastReportTime) }),
+  });
+}
+
+const STORE_KIND: Record<StoreKind, ProtoStoreKind> = {
+  POSTGRES: ProtoStoreKind.POSTGRES,
+  REDIS: ProtoStoreKind.REDIS,
+  KAFKA: ProtoStoreKind.KAFKA,
+  S3: ProtoStoreKind.S3,
+  ELASTICSEARCH: ProtoStoreKind.ELASTICSEARCH,
+  OTHER: ProtoStoreKind.OTHER,
+};
+
+/** Undefined for STORE_KIND_UNSPECIFIED (the service refuses it, naming the field). */
+export function storeKindFromProto(value: ProtoStoreKind): StoreKind | undefined {
+  return (Object.keys(STORE_KIND) as StoreKind[]).find((kind) => STORE_KIND[kind] === value);
+}
+
+export function datasetToProto(dataset: Dataset): ProtoDataset {
+  return create(DatasetSchema, {
+    tenantId: dataset.tenantId,
+    keyId: dataset.keyId,
+    datasetId: dataset.datasetId,
+    storeKind: STORE_KIND[dataset.storeKind],
+    description: dataset.description,
+    createTime: timestampFromDate(dataset.createTime),
+    ...(dataset.lastReportTime === undefined ? {} : { lastReportTime: timestampFromDate(dataset.lastReportTime) }),
+    counts: [...dataset.counts]
+      .sort(([a], [b]) => a - b)
+      .map(([dekVersion, ciphertexts]) => create(DekVersionCountSchema, { dekVersion, ciphertexts: BigInt(ciphertexts) })),
   });
 }
 

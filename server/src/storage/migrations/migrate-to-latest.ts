@@ -1,6 +1,7 @@
 import { type Kysely, type Migration, type MigrationResult, Migrator, NO_MIGRATIONS, sql } from "kysely";
 import * as createKeyTables from "./20251129120000_create-key-tables.js";
 import * as lifecycle from "./20251129130000_lifecycle.js";
+import * as jobBatches from "./20251129140000_job-batches.js";
 
 /**
  * Every migration, by name; kysely applies them in name order. Listed here
@@ -11,6 +12,7 @@ import * as lifecycle from "./20251129130000_lifecycle.js";
 export const migrations: Readonly<Record<string, Migration>> = {
   "20251129120000_create-key-tables": createKeyTables,
   "20251129130000_lifecycle": lifecycle,
+  "20251129140000_job-batches": jobBatches,
 };
 
 /**
