@@ -8,6 +8,8 @@
  * explicitly and refuses the development ones.
  */
 import { resolve } from "node:path";
+import type { RootProviderOptions } from "./providers/create-root-provider.js";
+import { RootProviderConfigError, rootProviderOptionsFromEnv } from "./providers/root-provider-env.js";
 
 export type Mode = "development" | "production";
 
@@ -26,7 +28,8 @@ export interface Config {
     readonly audience: string | undefined;
     readonly tenantClaim: string;
   };
-  readonly rootProvider: "local";
+  /** Where the master key lives: the local file (default), a PKCS#11 token, or a cloud KMS key. */
+  readonly rootProvider: RootProviderOptions;
   readonly kekCache: { readonly maxEntries: number; readonly maxAgeMs: number };
   readonly maxBodyBytes: number;
   readonly shutdownGraceMs: number;
@@ -107,7 +110,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       audience: env["KMS_JWT_AUDIENCE"],
       tenantClaim: env["KMS_JWT_TENANT_CLAIM"] ?? "tenant_id",
     },
-    rootProvider: oneOf(env, "KMS_ROOT_PROVIDER", ["local"] as const, "local"),
+    rootProvider: rootProvider(env, dataDir),
     kekCache: {
       maxEntries: integer(env, "KMS_KEK_CACHE_MAX_ENTRIES", 10_000, 0, 1_000_000),
       maxAgeMs: integer(env, "KMS_KEK_CACHE_TTL_SECONDS", 300, 0, 3_600) * 1000,
@@ -128,6 +131,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     eventPollIntervalMs: integer(env, "KMS_EVENT_POLL_INTERVAL_MS", 150, 10, 10_000),
     eventRetentionDays: integer(env, "KMS_EVENT_RETENTION_DAYS", 7, 1, 3_650),
   };
+}
+
+function rootProvider(env: NodeJS.ProcessEnv, dataDir: string): RootProviderOptions {
+  try {
+    return rootProviderOptionsFromEnv(env, { dataDir });
+  } catch (error) {
+    if (error instanceof RootProviderConfigError) throw new ConfigError(error.message);
+    throw error;
+  }
 }
 
 function spiffeList(env: NodeJS.ProcessEnv, name: string, fallback: readonly string[]): readonly string[] {

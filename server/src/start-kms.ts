@@ -19,7 +19,7 @@ import { systemClock, type Clock } from "./domain/clock.js";
 import type { RootKeyProvider } from "./domain/root-key-provider.js";
 import { startBackgroundWorkers, type BackgroundWorkers } from "./jobs/background-workers.js";
 import { periodicTasks } from "./jobs/periodic-tasks.js";
-import { openLocalRootProvider } from "./providers/local/local-root-provider.js";
+import { createRootProvider } from "./providers/create-root-provider.js";
 import { createKekCache } from "./service/kek-cache.js";
 import type { KmsContext } from "./service/kms-context.js";
 import { syncRootKey } from "./service/root-key-registry.js";
@@ -54,7 +54,7 @@ export interface StartOverrides {
 export async function startKms(config: Config, overrides: StartOverrides = {}): Promise<RunningKms> {
   const logger = overrides.logger ?? createJsonLinesLogger();
   // The master key first: a key file others can read must stop start-up before anything is created.
-  const rootProvider = await openLocalRootProvider(config.dataDir);
+  const rootProvider = await createRootProvider(config.rootProvider);
   try {
     return await startWithRootProvider(config, overrides, logger, rootProvider);
   } catch (error) {
