@@ -7,6 +7,7 @@
  * start, listening on localhost only. Production mode needs every file named
  * explicitly and refuses the development ones.
  */
+import { customerKeySettingsFromEnv, type CustomerKeySettings } from "./providers/customer-key-env.js";
 import { resolve } from "node:path";
 import type { RootProviderOptions } from "./providers/create-root-provider.js";
 import { RootProviderConfigError, rootProviderOptionsFromEnv } from "./providers/root-provider-env.js";
@@ -30,6 +31,8 @@ export interface Config {
   };
   /** Where the master key lives: the local file (default), a PKCS#11 token, or a cloud KMS key. */
   readonly rootProvider: RootProviderOptions;
+  /** BYOK: the enterprise plan's tenants and how to reach customers' KMS keys (KMS_ENTERPRISE_TENANTS, KMS_BYOK_*). */
+  readonly customerKeys?: CustomerKeySettings;
   readonly kekCache: { readonly maxEntries: number; readonly maxAgeMs: number };
   readonly maxBodyBytes: number;
   readonly shutdownGraceMs: number;
@@ -111,6 +114,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       tenantClaim: env["KMS_JWT_TENANT_CLAIM"] ?? "tenant_id",
     },
     rootProvider: rootProvider(env, dataDir),
+    customerKeys: customerKeySettingsFromEnv(env),
     kekCache: {
       maxEntries: integer(env, "KMS_KEK_CACHE_MAX_ENTRIES", 10_000, 0, 1_000_000),
       maxAgeMs: integer(env, "KMS_KEK_CACHE_TTL_SECONDS", 300, 0, 3_600) * 1000,

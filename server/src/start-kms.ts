@@ -3,6 +3,8 @@
  * KEK cache, service implementations and the TLS server. main.ts calls it;
  * end-to-end tests call it too, with an injected database and clock.
  */
+import { customerKeyOpener } from "./providers/customer-key-env.js";
+import { createCustomerKeys } from "./service/customer-keys.js";
 import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -80,6 +82,9 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
       rootProvider,
       clock: overrides.clock ?? systemClock,
       kekCache: createKekCache(config.kekCache),
+      ...(config.customerKeys === undefined
+        ? {}
+        : { customerKeys: createCustomerKeys({ enterpriseTenants: config.customerKeys.enterpriseTenants, open: customerKeyOpener(config.customerKeys) }) }),
     };
     // Record the master key (first start) or switch the provider to the one recorded as current.
     await syncRootKey(context).catch((error: unknown) =>
@@ -139,6 +144,7 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
         // The background work stops with the calls in flight, before the provider and the database close.
         await Promise.all([server.close(graceMs), workers?.stop()]);
         context.kekCache.clear();
+        await context.customerKeys?.close();
         await provider.close();
         if (ownsDatabase) await db.close();
         await lock?.release();

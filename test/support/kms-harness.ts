@@ -24,6 +24,7 @@ import { createKeyManagementService } from "../../server/src/api/services/key-ma
 import { createKeyEventService, type KeyEventServiceHandle } from "../../server/src/api/services/key-event-service.js";
 import type { Clock } from "../../server/src/domain/clock.js";
 import { openLocalRootProvider } from "../../server/src/providers/local/local-root-provider.js";
+import type { CustomerKeys } from "../../server/src/service/customer-keys.js";
 import { createKekCache, type KekCacheOptions } from "../../server/src/service/kek-cache.js";
 import type { KmsContext } from "../../server/src/service/kms-context.js";
 import type { OpenedDatabase } from "../../server/src/storage/open-database.js";
@@ -78,6 +79,8 @@ export interface TestKmsOptions {
   readonly eventPollIntervalMs?: number;
   /** Key-event query size; default the server's. */
   readonly eventBatchSize?: number;
+  /** BYOK: customer-key providers and the plan gate (closed with the KMS). */
+  readonly customerKeys?: CustomerKeys;
 }
 
 export async function createTestKms(engine: TestEngine, options: TestKmsOptions = {}): Promise<TestKms> {
@@ -90,6 +93,7 @@ export async function createTestKms(engine: TestEngine, options: TestKmsOptions 
     rootProvider,
     clock,
     kekCache: createKekCache(options.kekCache ?? { maxEntries: 100, maxAgeMs: 60_000 }),
+    ...(options.customerKeys === undefined ? {} : { customerKeys: options.customerKeys }),
   };
   const keyManagement = createKeyManagementService(context);
   const dataKey = createDataKeyService(context);
@@ -135,6 +139,7 @@ export async function createTestKms(engine: TestEngine, options: TestKmsOptions 
     async close() {
       keyEvents.close();
       context.kekCache.clear();
+      await context.customerKeys?.close();
       await rootProvider.close();
       await database.close();
       await rm(dataDir, { recursive: true, force: true });

@@ -45,6 +45,17 @@ export interface CustomerKey {
   readonly keyUri: string;
 }
 
+/** Why the last use or probe of a customer key failed. */
+export type CustomerKeyErrorClass = "REVOKED" | "UNREACHABLE" | "PERMISSION_DENIED" | "OTHER";
+
+/** The last results of using or probing a customer key (BYOK). */
+export interface CustomerKeyHealth {
+  readonly lastSuccessTime: Date | undefined;
+  readonly lastErrorTime: Date | undefined;
+  readonly lastErrorClass: CustomerKeyErrorClass | undefined;
+  readonly lastError: string | undefined;
+}
+
 export interface RotationFailure {
   readonly time: Date;
   readonly message: string;
@@ -71,5 +82,7 @@ export interface TenantKey {
   readonly scheduledDestroyTime: Date | undefined;
   readonly destroyTime: Date | undefined;
   readonly customerKey: CustomerKey | undefined;
+  /** BYOK only. */
+  readonly customerKeyHealth?: CustomerKeyHealth | undefined;
   readonly lastRotationFailure: RotationFailure | undefined;
 }

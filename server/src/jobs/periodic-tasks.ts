@@ -11,6 +11,7 @@
  *   { name: "event-pruning", run: pruneKeyEvents, everyMs: 60 * 60_000 },
  */
 import type { KmsContext } from "../service/kms-context.js";
+import { probeCustomerKeys } from "./customer-key-probe.js";
 import { destructionTask } from "./destruction.js";
 import { eventPruningTask } from "./event-pruning.js";
 import { purgeTask } from "./purge.js";
@@ -40,5 +41,6 @@ export function periodicTasks(settings: PeriodicTaskSettings): PeriodicTask[] {
     { name: "scheduled-rotation", run: scheduledRotationTask, everyMs: 60_000 },
     { name: "dek-purge", run: purgeTask, everyMs: 5 * 60_000 },
     { name: "key-destruction", run: destructionTask, everyMs: 60_000 },
+    { name: "customer-key-probe", run: probeCustomerKeys, everyMs: 60_000 },
   ];
 }

@@ -6,7 +6,7 @@
 import { generateAes256Key, randomBytes } from "../crypto/random.js";
 import { wipe } from "../crypto/secure-buffer.js";
 import { requireValidId } from "../domain/identifiers.js";
-import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
+import type { CustomerKey, KekAlgorithm, TenantKey } from "../domain/key-model.js";
 import { invalidField, KmsError } from "../domain/kms-error.js";
 import { resolveLifecyclePolicy, type LifecyclePolicyInput } from "../domain/lifecycle-policy.js";
 import { addSeconds, resolveRotationPolicy, type RotationPolicyInput } from "../domain/rotation-policy.js";
@@ -19,6 +19,7 @@ import { dekWrapContext, generateKekMaterial, wrapDek, type KekForWrapping } fro
 import { importRsaPublicKey } from "../crypto/rsa-oaep.js";
 import type { KmsContext } from "./kms-context.js";
 import { readTenantKey } from "./key-reader.js";
+import { probeCustomerKey, requireCustomerKeys, requireCustomerKeyUri, wrapKekUnderCustomerKey } from "./customer-keys.js";
 
 export const DESCRIPTION_MAX_LENGTH = 256;
 
@@ -29,6 +30,8 @@ export interface CreateKeyInput {
   readonly rotationPolicy?: RotationPolicyInput | undefined;
   readonly description?: string | undefined;
   readonly lifecyclePolicy?: LifecyclePolicyInput | undefined;
+  /** BYOK: each KEK version is wrapped by this key in the tenant's own KMS (enterprise plan only; AES-256 KEKs only). */
+  readonly customerKey?: CustomerKey | undefined;
 }
 
 export async function createKey(context: KmsContext, input: CreateKeyInput): Promise<TenantKey> {
@@ -42,11 +45,15 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
   const lifecycle = resolveLifecyclePolicy(input.lifecyclePolicy);
   const algorithm = input.kekAlgorithm ?? "AES_256";
   const now = context.clock.now();
+  const customer = input.customerKey === undefined ? undefined : await checkCustomerKey(context, tenantId, keyId, algorithm, input.customerKey);
 
   const kek = await generateKekMaterial(algorithm);
   const dek = generateAes256Key();
   try {
-    const wrappedKek = await context.rootProvider.wrap(kek.secret, { tenantId, keyId, kekVersion: 1 });
+    const wrappedKek =
+      customer === undefined
+        ? await context.rootProvider.wrap(kek.secret, { tenantId, keyId, kekVersion: 1 })
+        : await wrapKekUnderCustomerKey(requireCustomerKeys(context), customer, kek.secret, { tenantId, keyId, kekVersion: 1 });
     const forWrapping: KekForWrapping =
       algorithm === "AES_256" ? { algorithm, key: kek.secret } : { algorithm, publicKey: importRsaPublicKey(kek.publicKey!) };
     const wrappedDek = wrapDek(forWrapping, dek, dekWrapContext(tenantId, keyId, 1));
@@ -59,7 +66,10 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
         key_uid: randomBytes(16),
         description,
         kek_algorithm: algorithm,
-        protection: "PLATFORM_MANAGED",
+        protection: customer === undefined ? "PLATFORM_MANAGED" : "CUSTOMER_MANAGED",
+        customer_provider: customer?.provider ?? null,
+        customer_key_uri: customer?.keyUri ?? null,
+        customer_key_last_success_time: customer === undefined ? null : now,
         state: "ENABLED",
         dek_rotation_period_seconds: policy.dekRotationPeriodSeconds,
         kek_rotation_period_seconds: policy.kekRotationPeriodSeconds,
@@ -83,8 +93,8 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
         state: "PRIMARY",
         wrapped_material: wrappedKek,
         public_key: kek.publicKey,
-        root_provider: context.rootProvider.name,
-        root_key_id: context.rootProvider.currentKeyId,
+        root_provider: customer?.provider ?? context.rootProvider.name,
+        root_key_id: customer?.keyUri ?? context.rootProvider.currentKeyId,
         create_time: now,
         destroy_time: null,
       });
@@ -104,4 +114,22 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
     wipe(kek.secret, dek);
   }
   return readTenantKey(context.db, tenantId, keyId);
+}
+
+/**
+ * The BYOK checks, before anything is generated or stored: the tenant's plan,
+ * the key reference's shape, the KEK algorithm, and one wrap+unwrap probe of
+ * the customer key (so a key we cannot use is refused now, saying why).
+ */
+async function checkCustomerKey(context: KmsContext, tenantId: string, keyId: string, algorithm: KekAlgorithm, customerKey: CustomerKey): Promise<CustomerKey> {
+  const customerKeys = context.customerKeys;
+  if (customerKeys === undefined || !customerKeys.isEntitled(tenantId)) {
+    throw new KmsError("PLAN_NOT_ENTITLED", `customer_key: tenant ${tenantId} is not on the enterprise plan, which customer-managed keys require`, {
+      field: "customer_key",
+    });
+  }
+  const keyUri = requireCustomerKeyUri(customerKey.provider, customerKey.keyUri);
+  if (algorithm !== "AES_256") throw invalidField("kek_algorithm", "a customer-managed key must use an AES-256 KEK");
+  await probeCustomerKey(customerKeys, { provider: customerKey.provider, keyUri }, `creating key ${keyId}`);
+  return { provider: customerKey.provider, keyUri };
 }

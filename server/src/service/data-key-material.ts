@@ -50,6 +50,7 @@ export async function unwrapDataKey(
       kekAlgorithm: material.kekAlgorithm as KekAlgorithm,
       wrappedKek: material.wrappedKek,
       rootKeyId: material.rootKeyId,
+      rootProvider: material.rootProvider,
     },
     (kek) => {
       try {

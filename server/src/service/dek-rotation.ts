@@ -46,6 +46,7 @@ export async function rotateDekInTransaction(context: KmsContext, tx: Executor, 
           kekAlgorithm: algorithm,
           wrappedKek: kek.wrapped_material,
           rootKeyId: kek.root_key_id,
+          rootProvider: kek.root_provider,
         },
         (unwrapped) => wrapDek(unwrapped as KekForWrapping, dek, aad),
       );

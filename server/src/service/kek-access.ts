@@ -6,6 +6,8 @@
  */
 import type { KekAlgorithm } from "../domain/key-model.js";
 import { KmsError } from "../domain/kms-error.js";
+import { customerKeyError } from "../providers/customer-key-error.js";
+import { requireCustomerKeys, isCustomerKeyProvider } from "./customer-keys.js";
 import { importKek, wipeKek, type UnwrappedKek } from "./kek-material.js";
 import type { KmsContext } from "./kms-context.js";
 
@@ -17,6 +19,8 @@ export interface WrappedKekRow {
   readonly kekAlgorithm: KekAlgorithm;
   readonly wrappedKek: Uint8Array | null;
   readonly rootKeyId: string;
+  /** kek_versions.root_provider: a customer provider ("AWS_KMS", ...) for a BYOK KEK version; otherwise the master key's. */
+  readonly rootProvider?: string | undefined;
 }
 
 export async function withKek<T>(context: KmsContext, row: WrappedKekRow, use: (kek: UnwrappedKek) => T): Promise<T> {
@@ -27,11 +31,7 @@ export async function withKek<T>(context: KmsContext, row: WrappedKekRow, use: (
   if (row.wrappedKek === null) {
     throw new KmsError("INTERNAL", `KEK version ${row.kekVersion} of key ${row.keyId} has no material left`);
   }
-  const secret = await context.rootProvider.unwrap(
-    row.wrappedKek,
-    { tenantId: row.tenantId, keyId: row.keyId, kekVersion: row.kekVersion },
-    row.rootKeyId,
-  );
+  const secret = await unwrapKekSecret(context, { ...row, wrappedKek: row.wrappedKek });
   const kek = importKek(row.kekAlgorithm, secret);
   // Another call may have unwrapped the same KEK meanwhile; keep the cached one.
   const raced = context.kekCache.get(scope);
@@ -44,5 +44,25 @@ export async function withKek<T>(context: KmsContext, row: WrappedKekRow, use: (
     return use(kek);
   } finally {
     wipeKek(kek);
+  }
+}
+
+/**
+ * Unwraps a KEK version's secret half: under the master key, or — for a
+ * customer-managed (BYOK) KEK version — under the customer's key, whose
+ * failures say why (revoked, unreachable, permission denied). The caller owns
+ * (and wipes) the result.
+ */
+export async function unwrapKekSecret(context: KmsContext, row: WrappedKekRow & { readonly wrappedKek: Uint8Array }): Promise<Buffer> {
+  const scope = { tenantId: row.tenantId, keyId: row.keyId, kekVersion: row.kekVersion };
+  if (row.rootProvider === undefined || !isCustomerKeyProvider(row.rootProvider)) {
+    return context.rootProvider.unwrap(row.wrappedKek, scope, row.rootKeyId);
+  }
+  const customerKeys = requireCustomerKeys(context);
+  try {
+    const provider = await customerKeys.provider(row.rootProvider, row.rootKeyId);
+    return await provider.unwrap(row.wrappedKek, { purpose: "kek", tenantId: row.tenantId, keyId: row.keyId, version: row.kekVersion });
+  } catch (error) {
+    throw customerKeyError(error, `unwrapping KEK version ${row.kekVersion} of key ${row.keyId}`);
   }
 }

@@ -1,6 +1,6 @@
 /** Reads tenant keys from storage and maps rows to the domain model. */
 import type { Selectable } from "kysely";
-import type { CustomerKeyProvider, DekVersionInfo, DekVersionState, KekAlgorithm, KekVersionInfo, KekVersionState, KeyProtection, KeyState, TenantKey } from "../domain/key-model.js";
+import type { CustomerKeyErrorClass, CustomerKeyProvider, DekVersionInfo, DekVersionState, KekAlgorithm, KekVersionInfo, KekVersionState, KeyProtection, KeyState, TenantKey } from "../domain/key-model.js";
 import { KmsError } from "../domain/kms-error.js";
 import type { DekVersionsTable, Executor, KekVersionsTable, KeysTable } from "../storage/database.js";
 import { listDekVersions, listDekVersionsForKeys } from "../storage/dek-version.repository.js";
@@ -85,6 +85,15 @@ export function toTenantKey(row: KeyRow, keks: readonly KekRow[], deks: readonly
       row.customer_provider === null || row.customer_key_uri === null
         ? undefined
         : { provider: row.customer_provider as CustomerKeyProvider, keyUri: row.customer_key_uri },
+    customerKeyHealth:
+      row.customer_provider === null
+        ? undefined
+        : {
+            lastSuccessTime: row.customer_key_last_success_time ?? undefined,
+            lastErrorTime: row.customer_key_last_error_time ?? undefined,
+            lastErrorClass: (row.customer_key_last_error_class ?? undefined) as CustomerKeyErrorClass | undefined,
+            lastError: row.customer_key_last_error ?? undefined,
+          },
     lastRotationFailure:
       row.rotation_failure_time === null
         ? undefined

@@ -14,6 +14,7 @@ import { importRsaPublicKey } from "../crypto/rsa-oaep.js";
 import { generateAes256Key } from "../crypto/random.js";
 import { wipe } from "../crypto/secure-buffer.js";
 import { requireValidId } from "../domain/identifiers.js";
+import { KmsError } from "../domain/kms-error.js";
 import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
 import { assertKeyManageable, nextVersionNumber } from "../domain/key-rules.js";
 import { addSeconds } from "../domain/rotation-policy.js";
@@ -40,6 +41,12 @@ export async function rotateKey(context: KmsContext, input: RotateKeyInput): Pro
   const preview = await readKeyRow(context.db, tenantId, keyId);
   assertKeyManageable({ tenantId, keyId, state: preview.state as TenantKey["state"] });
   const algorithm = preview.kek_algorithm as KekAlgorithm;
+  if (input.rotateKek && preview.protection === "CUSTOMER_MANAGED") {
+    // The background KEK re-wrap (jobs/kek-rewrap.ts) unwraps through the master key only, so it cannot move a BYOK key's DEKs yet.
+    throw new KmsError("INVALID_STATE_TRANSITION", `rotate_kek: key ${keyId} is customer-managed; rotate the key in your KMS instead (KEK rotation of customer-managed keys is not available yet)`, {
+      field: "rotate_kek",
+    });
+  }
 
   // Key generation (RSA-4096 takes about a second) happens before any lock is taken.
   const newKek = input.rotateKek ? await generateKekMaterial(algorithm) : undefined;
@@ -154,7 +161,7 @@ async function wrapUnderPrimaryKek(
   }
   return withKek(
     context,
-    { ...key, kekAlgorithm: key.algorithm, kekVersion, wrappedKek: primary.wrapped_material, rootKeyId: primary.root_key_id },
+    { ...key, kekAlgorithm: key.algorithm, kekVersion, wrappedKek: primary.wrapped_material, rootKeyId: primary.root_key_id, rootProvider: primary.root_provider },
     (kek) => wrapDek(kek as KekForWrapping, dek, aad),
   );
 }

@@ -6,7 +6,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import {
   CreateKeyResponseSchema,
   GetEncryptionStatusResponseSchema,
@@ -30,7 +30,7 @@ import { restoreKey } from "../../service/restore-key.js";
 import { revokeDekVersion } from "../../service/revoke-dek-version.js";
 import { updateKey } from "../../service/update-key.js";
 import { guardTenantCall } from "./tenant-call.js";
-import { lifecyclePolicyFromProto, kekAlgorithmFromProto, keyStateFilterFromProto, keyStatusToProto, keyToProto, rotationPolicyFromProto } from "./proto-mapping.js";
+import { customerKeyFromProto, lifecyclePolicyFromProto, kekAlgorithmFromProto, keyStateFilterFromProto, keyStatusToProto, keyToProto, rotationPolicyFromProto } from "./proto-mapping.js";
 
 export function createKeyManagementService(context: KmsContext): Partial<ServiceImpl<typeof KeyManagementService>> {
   return {
@@ -47,9 +47,6 @@ export function createKeyManagementService(context: KmsContext): Partial<Service
 
     createKey: (req, ctx) =>
       guardTenantCall(ctx, req.tenantId, async () => {
-        if (req.customerKey !== undefined) {
-          throw new ConnectError("customer_key: customer-managed (BYOK) keys are not available on this server yet", Code.Unimplemented);
-        }
         const key = await createKey(context, {
           tenantId: req.tenantId,
           keyId: req.keyId,
@@ -57,6 +54,7 @@ export function createKeyManagementService(context: KmsContext): Partial<Service
           rotationPolicy: rotationPolicyFromProto(req.rotationPolicy),
           description: req.description,
           lifecyclePolicy: lifecyclePolicyFromProto(req.lifecyclePolicy),
+          customerKey: customerKeyFromProto(req.customerKey),
         });
         return create(CreateKeyResponseSchema, { key: keyToProto(key) });
       }),

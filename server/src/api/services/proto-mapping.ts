@@ -10,6 +10,8 @@ import {
   KeyProtection as ProtoKeyProtection,
   CustomerKeyProvider as ProtoCustomerKeyProvider,
   CustomerKeySchema,
+  CustomerKeyErrorClass as ProtoCustomerKeyErrorClass,
+  CustomerKeyHealthSchema,
   KeySchema,
   KeyState as ProtoKeyState,
   LifecyclePolicySchema,
@@ -31,6 +33,8 @@ import {
 } from "../../../../gen/matih/kms/v1/resources_pb.js";
 import type {
   CustomerKey,
+  CustomerKeyErrorClass,
+  CustomerKeyHealth,
   CustomerKeyProvider,
   DekVersionState,
   KekAlgorithm,
@@ -163,6 +167,23 @@ export function keyStatusToProto(report: KeyStatusReport): KeyStatus {
     ...(full.scheduledDestroyTime === undefined ? {} : { scheduledDestroyTime: full.scheduledDestroyTime }),
     dekVersionHoldbacks: report.holdbacks.map(holdbackToProto),
     datasets: report.datasets.map(datasetProgressToProto),
+    ...(report.key.customerKeyHealth === undefined ? {} : { customerKeyHealth: customerKeyHealthToProto(report.key.customerKeyHealth) }),
+  });
+}
+
+const CUSTOMER_KEY_ERROR_CLASS: Record<CustomerKeyErrorClass, ProtoCustomerKeyErrorClass> = {
+  REVOKED: ProtoCustomerKeyErrorClass.REVOKED,
+  UNREACHABLE: ProtoCustomerKeyErrorClass.UNREACHABLE,
+  PERMISSION_DENIED: ProtoCustomerKeyErrorClass.PERMISSION_DENIED,
+  OTHER: ProtoCustomerKeyErrorClass.OTHER,
+};
+
+function customerKeyHealthToProto(health: CustomerKeyHealth) {
+  return create(CustomerKeyHealthSchema, {
+    ...(health.lastSuccessTime === undefined ? {} : { lastSuccessTime: timestampFromDate(health.lastSuccessTime) }),
+    ...(health.lastErrorTime === undefined ? {} : { lastErrorTime: timestampFromDate(health.lastErrorTime) }),
+    ...(health.lastErrorClass === undefined ? {} : { lastErrorClass: CUSTOMER_KEY_ERROR_CLASS[health.lastErrorClass] }),
+    lastError: health.lastError ?? "",
   });
 }
 
