@@ -13,7 +13,8 @@
  * Both phases start from a compacted table after a checkpoint. Prints DEKs/s
  * and the ratio; writes JSON to bench/results/.
  *
- * Options: --rows 1000000 --keys 10 --batch 1000 --lanes 4 --keep (keep the database)
+ * Options: --rows 1000000 --keys 10 --batch 1000 --lanes 2 (the server defaults on PostgreSQL)
+ *          --keep (keep the database and data directory) --no-bulk (skip the bulk UPDATE)
  * Database: KMS_BENCH_DATABASE_URL, else KMS_TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test
  * (a new database is created beside it and dropped at the end).
  */
@@ -54,7 +55,7 @@ function option(name: string, fallback: number): number {
 const rows = option("rows", 1_000_000);
 const keyCount = option("keys", 10);
 const batchSize = option("batch", 1_000);
-const lanes = option("lanes", 4);
+const lanes = option("lanes", 2);
 const keep = process.argv.includes("--keep");
 const skipBulk = process.argv.includes("--no-bulk");
 const baseUrl = process.env["KMS_BENCH_DATABASE_URL"] ?? process.env["KMS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";

@@ -15,12 +15,14 @@ import { createKey } from "../server/src/service/create-key.js";
 import type { KmsContext } from "../server/src/service/kms-context.js";
 import { syncRootKey } from "../server/src/service/root-key-registry.js";
 import { rotateRootKey } from "../server/src/service/root-key-rotation.js";
+import { material, seedKey } from "../server/src/storage/testing/fixtures.js";
 import { engines } from "./support/databases.js";
 import { seedDekVersions, type SeededDek } from "./support/dek-seeding.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { ADMIN_CALLER, createTestKms, SERVICE_CALLER, tenantCaller, type TestKms } from "./support/kms-harness.js";
 
 const TENANT = "root";
+const BYOK_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/test";
 const DAY_MS = 86_400_000;
 
 describe.each(engines)("master-key rotation on $name", (engine) => {
@@ -35,6 +37,9 @@ describe.each(engines)("master-key rotation on $name", (engine) => {
       await kms.clients().keys.createKey({ tenantId: TENANT, keyId });
       deks.set(keyId, await seedDekVersions(kms.database.db, kms.context.rootProvider, { tenantId: TENANT, keyId }, 3, kms.clock.now()));
     }
+    // A customer-managed (BYOK) key: its KEK is wrapped by the tenant's own key, never by the master key.
+    await seedKey(kms.database.db, TENANT, "byok", { protection: "CUSTOMER_MANAGED" });
+    await kms.database.db.updateTable("kek_versions").set({ root_provider: "AWS_KMS", root_key_id: BYOK_KEY_ARN }).where("key_id", "=", "byok").execute();
   });
   afterAll(async () => {
     await kms?.close();
@@ -45,7 +50,10 @@ describe.each(engines)("master-key rotation on $name", (engine) => {
   const drain = (batchSize = 2) =>
     drainJobs(kms.context, { workerId: "root-worker", batchSize, leaseMs: 30_000, concurrency: 1 }, { logger: silentLogger });
   const rootKeys = () => db().selectFrom("root_keys").select(["root_key_id", "state"]).orderBy("create_time").orderBy("root_key_id").execute();
-  const kekRootIds = async () => new Set((await db().selectFrom("kek_versions").select("root_key_id").where("wrapped_material", "is not", null).execute()).map((r) => r.root_key_id));
+  const kekRootIds = async () =>
+    new Set(
+      (await db().selectFrom("kek_versions").select("root_key_id").where("wrapped_material", "is not", null).where("key_id", "<>", "byok").execute()).map((r) => r.root_key_id),
+    );
 
   async function expectEveryDekDecrypts(): Promise<void> {
     const { dataKeys } = kms.clients();
@@ -112,6 +120,9 @@ describe.each(engines)("master-key rotation on $name", (engine) => {
     );
     const { status: done } = await admin().getRootKeyStatus({});
     expect(done).toMatchObject({ currentKeyId: after, keksPendingRewrap: 0n, keksTotal: 6n });
+    // The customer-managed KEK was neither counted nor touched.
+    const byok = await db().selectFrom("kek_versions").select(["root_provider", "root_key_id", "wrapped_material"]).where("key_id", "=", "byok").executeTakeFirstOrThrow();
+    expect(byok).toEqual({ root_provider: "AWS_KMS", root_key_id: BYOK_KEY_ARN, wrapped_material: material(40, 1) });
     expect((await db().selectFrom("jobs").selectAll().where("job_id", "=", job!.job_id).executeTakeFirstOrThrow()).state).toBe("DONE");
     await expectEveryDekDecrypts();
   });

@@ -124,6 +124,15 @@ export async function startKmsProcess(dataDir: string, env: Readonly<Record<stri
 export async function killHard(server: KmsProcess): Promise<void> {
   server.child.killGroup();
   await withTimeout(server.child.exited, 10_000, "the killed server to exit");
+  // tsx exits first; the server (its child, same group) may linger a moment as a zombie holding its pid.
+  await waitUntil("the killed server's process group to be gone", 10_000, async () => {
+    try {
+      process.kill(-server.child.pid, 0);
+      return undefined;
+    } catch {
+      return true;
+    }
+  }, 20);
 }
 
 /** SIGTERM (drain), then waits for the exit; SIGKILL if it does not come. */

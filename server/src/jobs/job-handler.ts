@@ -29,8 +29,9 @@ export interface BackgroundLogger {
 
 /**
  * - applied: a batch committed; there may be more.
- * - finished: the job is DONE (by this call or by another worker).
- * - idle: nothing to take now (what is left is locked by batches in flight, whose lanes finish the job).
+ * - finished: this call marked the job DONE.
+ * - idle: nothing to take now: what is left is locked by batches in flight (whose lanes finish the job),
+ *   or the job is no longer PENDING (finished elsewhere, or superseded).
  */
 export type BatchOutcome = "applied" | "finished" | "idle";
 

@@ -28,6 +28,7 @@ import { KmsError } from "../domain/kms-error.js";
 import type { Executor } from "../storage/database.js";
 import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { dekWrapContext, importKek, unwrapDek, wipeKek, wrapDek, type KekForWrapping, type UnwrappedKek } from "../service/kek-material.js";
+import { unwrapKekSecret } from "../service/kek-access.js";
 import type { KmsContext } from "../service/kms-context.js";
 import { JobCannotCompleteError, type BatchOutcome, type JobHandler, type JobSession, type JobSettings } from "./job-handler.js";
 import { enqueueJob, finishJob, lockPendingJob, recordBatch, type JobRow } from "./job-store.js";
@@ -83,7 +84,7 @@ async function openKekRewrap(context: KmsContext, job: JobRow, settings: JobSett
   const key = await context.db.selectFrom("keys").select("kek_algorithm").where("tenant_id", "=", tenantId).where("key_id", "=", keyId).executeTakeFirst();
   const old = await context.db
     .selectFrom("kek_versions")
-    .select(["wrapped_material", "root_key_id"])
+    .select(["wrapped_material", "root_key_id", "root_provider"])
     .where("tenant_id", "=", tenantId)
     .where("key_id", "=", keyId)
     .where("version", "=", oldVersion)
@@ -93,11 +94,22 @@ async function openKekRewrap(context: KmsContext, job: JobRow, settings: JobSett
   }
   const algorithm = key.kek_algorithm as KekAlgorithm;
   const limit = algorithm === "RSA_4096" ? Math.min(settings.batchSize, RSA_BATCH_MAX) : settings.batchSize;
+  // Under the master key, or under the tenant's own key for a customer-managed (BYOK) KEK version.
+  const kekRow = (kekVersion: number, wrappedKek: Uint8Array, row: { readonly root_key_id: string; readonly root_provider: string }) => ({
+    tenantId,
+    keyId,
+    keyUid: new Uint8Array(0),
+    kekVersion,
+    kekAlgorithm: algorithm,
+    wrappedKek,
+    rootKeyId: row.root_key_id,
+    rootProvider: row.root_provider,
+  });
   // Null once destroyed (by this job's end, or with the whole key): then only the finish is left to do.
   const oldKek: UnwrappedKek | undefined =
     old.wrapped_material === null
       ? undefined
-      : importKek(algorithm, await context.rootProvider.unwrap(old.wrapped_material, { tenantId, keyId, kekVersion: oldVersion }, old.root_key_id));
+      : importKek(algorithm, await unwrapKekSecret(context, kekRow(oldVersion, old.wrapped_material, old)));
   let primary: PrimaryWrapping | undefined;
   let closed = false;
   // Where this session's next batch starts (in DEK version order): past what it re-wrapped already, so
@@ -120,7 +132,7 @@ async function openKekRewrap(context: KmsContext, job: JobRow, settings: JobSett
     releasePrimary();
     const row = await tx
       .selectFrom("kek_versions")
-      .select(["wrapped_material", "public_key", "root_key_id"])
+      .select(["wrapped_material", "public_key", "root_key_id", "root_provider"])
       .where("tenant_id", "=", tenantId)
       .where("key_id", "=", keyId)
       .where("version", "=", version)
@@ -132,8 +144,7 @@ async function openKekRewrap(context: KmsContext, job: JobRow, settings: JobSett
       kek = { algorithm, publicKey: importRsaPublicKey(Buffer.from(row.public_key)) };
     } else {
       if (row.wrapped_material === null) throw new Error(`primary KEK version ${version} of key ${keyId} has no material`);
-      const secret = await context.rootProvider.unwrap(row.wrapped_material, { tenantId, keyId, kekVersion: version }, row.root_key_id);
-      kek = { algorithm, key: secret };
+      kek = { algorithm, key: await unwrapKekSecret(context, kekRow(version, row.wrapped_material, row)) };
     }
     primary = { version, kek };
     return primary;
@@ -144,7 +155,7 @@ async function openKekRewrap(context: KmsContext, job: JobRow, settings: JobSett
   };
 
   const finish = async (tx: Executor, now: Date): Promise<BatchOutcome> => {
-    if ((await lockPendingJob(tx, jobId)) === undefined) return "finished";
+    if ((await lockPendingJob(tx, jobId)) === undefined) return "idle"; // finished by another lane or worker, or superseded
     const left = await tx
       .selectFrom("dek_versions")
       .select("version")

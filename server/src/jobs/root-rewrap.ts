@@ -2,7 +2,8 @@
  * ROOT_REWRAP: after a master-key rotation, re-wraps every KEK version still
  * under an older master key (`kek_versions.root_key_id` other than the job's
  * target) with the target, in batches; when none is left, the RETIRING master
- * keys become RETIRED.
+ * keys become RETIRED. Customer-managed (BYOK) KEK versions are wrapped by the
+ * tenant's own key, not the master key, and are left alone.
  *
  * Same guarantees as the KEK re-wrap: one transaction a batch, rows taken
  * FOR UPDATE SKIP LOCKED, one UPDATE for the batch, the batch recorded under
@@ -16,6 +17,7 @@
 import { sql } from "kysely";
 import { wipe } from "../crypto/secure-buffer.js";
 import type { Executor } from "../storage/database.js";
+import { CUSTOMER_KEY_PROVIDERS } from "../service/customer-keys.js";
 import type { KmsContext } from "../service/kms-context.js";
 import { syncRootKey } from "../service/root-key-registry.js";
 import { JobCannotCompleteError, type BatchOutcome, type JobHandler, type JobSession, type JobSettings } from "./job-handler.js";
@@ -47,7 +49,7 @@ async function openRootRewrap(context: KmsContext, job: JobRow, settings: JobSet
   const provider = context.rootProvider;
 
   const finish = async (tx: Executor, now: Date, superseded: boolean): Promise<BatchOutcome> => {
-    if ((await lockPendingJob(tx, jobId)) === undefined) return "finished";
+    if ((await lockPendingJob(tx, jobId)) === undefined) return "idle"; // finished by another lane or worker, or superseded
     if (superseded) {
       await finishJob(tx, jobId, now, `superseded: master key ${target} is no longer the current one`);
       return "finished";
@@ -56,6 +58,7 @@ async function openRootRewrap(context: KmsContext, job: JobRow, settings: JobSet
       .selectFrom("kek_versions")
       .select("version")
       .where("wrapped_material", "is not", null)
+      .where("root_provider", "not in", CUSTOMER_KEY_PROVIDERS)
       .where("root_key_id", "<>", target)
       .limit(1)
       .executeTakeFirst();
@@ -74,6 +77,7 @@ async function openRootRewrap(context: KmsContext, job: JobRow, settings: JobSet
       const { rows } = await sql<KekToRewrap>`
         select tenant_id, key_id, version, wrapped_material, root_key_id from kek_versions
         where wrapped_material is not null and root_key_id <> ${target}
+          and root_provider <> all(${[...CUSTOMER_KEY_PROVIDERS]}::text[])
         limit ${limit}
         for update skip locked`.execute(tx);
       if (rows.length === 0) return finish(tx, now, false);

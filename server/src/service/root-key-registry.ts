@@ -10,6 +10,7 @@
  */
 import type { Selectable } from "kysely";
 import type { RootKeysTable } from "../storage/database.js";
+import { CUSTOMER_KEY_PROVIDERS } from "./customer-keys.js";
 import type { KmsContext } from "./kms-context.js";
 
 export type RootKeyRow = Selectable<RootKeysTable>;
@@ -41,7 +42,11 @@ export function nextRootKeyRotationTime(current: RootKeyRow, rotationDays: numbe
   return rotationDays > 0 ? new Date(current.create_time.getTime() + rotationDays * 86_400_000) : undefined;
 }
 
-/** KEK versions with material, and how many of them are still under another master key than `currentKeyId`. */
+/**
+ * KEK versions with material under the master key (customer-managed ones are
+ * wrapped by the tenant's own key), and how many of them are still under
+ * another master key version than `currentKeyId`.
+ */
 export async function countKeksByRootKey(context: Pick<KmsContext, "db">, currentKeyId: string): Promise<{ total: number; pending: number }> {
   const row = await context.db
     .selectFrom("kek_versions")
@@ -50,6 +55,7 @@ export async function countKeksByRootKey(context: Pick<KmsContext, "db">, curren
       eb.fn.countAll<number | string | bigint>().filterWhere("root_key_id", "<>", currentKeyId).as("pending"),
     ])
     .where("wrapped_material", "is not", null)
+    .where("root_provider", "not in", CUSTOMER_KEY_PROVIDERS)
     .executeTakeFirstOrThrow();
   return { total: Number(row.total), pending: Number(row.pending) };
 }

@@ -98,7 +98,7 @@ describe.each(engines)("concurrent access on $name", (engine) => {
     const all = claims.flat();
     expect(new Set(all).size).toBe(all.length);
     expect([...all].sort()).toEqual(keyIds);
-    for (const claimed of claims) expect(claimed.length).toBeGreaterThan(0);
+    // How the rows spread over the workers depends on scheduling, so it is not asserted.
     const { rows } = await sql<{ key_id: string; description: string }>`
       select key_id, description from keys where tenant_id = 'claims'`.execute(db());
     for (const row of rows) {
