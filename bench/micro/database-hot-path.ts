@@ -4,9 +4,12 @@
  * What the hot path's database work costs, one call at a time, in this
  * process (no RPC): the single read GenerateDataKey and Decrypt make
  * (loadDataKeyMaterial, through kysely and the project's PGlite driver), the
- * same SQL sent straight to the engine, a trivial `select 1`, the
- * last-decrypt-time UPDATE Decrypt writes (at most once a minute per DEK
- * version), and the whole generateDataKey service function.
+ * same SQL sent straight to the engine, as a prepared statement (planned
+ * once), inside a PL/pgSQL function (plan kept for the session), through
+ * kysely's executeQuery without the builder, the builder alone (DummyDriver),
+ * a trivial `select 1`, the last-decrypt-time UPDATE Decrypt writes (at most
+ * once a minute per DEK version), and the whole generateDataKey and
+ * decryptDataKey service functions. The database is a throw-away one.
  *
  * On PGlite every microsecond here is spent on the server's event-loop
  * thread (the WASM PostgreSQL runs on it), and all of it is serialised by
@@ -19,7 +22,15 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { PGlite } from "@electric-sql/pglite";
-import { Kysely, PostgresDialect, type CompiledQuery } from "kysely";
+import {
+  DummyDriver,
+  Kysely,
+  PostgresAdapter,
+  PostgresDialect,
+  PostgresIntrospector,
+  PostgresQueryCompiler,
+  type CompiledQuery,
+} from "kysely";
 import pg from "pg";
 import { systemClock } from "../../server/src/domain/clock.js";
 import { openLocalRootProvider } from "../../server/src/providers/local/local-root-provider.js";
@@ -102,9 +113,35 @@ try {
   const createMs = (performance.now() - t) / keys.length;
 
   let hotSql = "";
-  const logging = capturing((query) => (hotSql = query.sql));
+  let hotQuery: CompiledQuery | undefined;
+  const logging = capturing((query) => {
+    hotSql = query.sql;
+    hotQuery = query;
+  });
   await loadDataKeyMaterial(logging, keys[0]!.tenantId, keys[0]!.keyId, "primary");
   const executePrepared = await prepared(hotSql);
+  // The same SELECT inside a PL/pgSQL function: PL/pgSQL keeps the statement's plan for the
+  // session, and the call takes ordinary bind parameters (a migration could add such a function).
+  await raw(
+    `create function bench_hot_path_material(p_tenant text, p_key text)
+       returns table (o_key_uid bytea, o_key_state text, o_kek_algorithm text, o_dek_version integer, o_dek_state text,
+                      o_wrapped_dek bytea, o_kek_version integer, o_kek_state text, o_wrapped_kek bytea, o_kek_public_key bytea,
+                      o_root_provider text, o_root_key_id text)
+       language plpgsql stable as $fn$
+     begin
+       return query ${hotSql.replace("$1", "p_tenant").replace("$2", "p_key")};
+     end $fn$`,
+    [],
+  );
+  // kysely alone: the same repository function over a driver that returns no rows at once.
+  const dummy = new Kysely<Database>({
+    dialect: {
+      createAdapter: () => new PostgresAdapter(),
+      createDriver: () => new DummyDriver(),
+      createIntrospector: (db) => new PostgresIntrospector(db),
+      createQueryCompiler: () => new PostgresQueryCompiler(),
+    },
+  });
   const references = await Promise.all(keys.map((key) => generateDataKey(context, key)));
 
   const measure = async (name: string, fn: (i: number) => Promise<unknown>): Promise<[string, string, string]> => {
@@ -122,6 +159,12 @@ try {
     await measure("select 1 (engine, no kysely)", () => raw("select 1", [])),
     await measure("hot-path SELECT, same SQL straight to the engine", (i) => raw(hotSql, [key(i).tenantId, key(i).keyId])),
     await measure("hot-path SELECT as a prepared statement (planned once)", (i) => executePrepared([key(i).tenantId, key(i).keyId])),
+    await measure("hot-path SELECT inside a PL/pgSQL function (plan kept)", (i) =>
+      raw("select * from bench_hot_path_material($1, $2)", [key(i).tenantId, key(i).keyId]),
+    ),
+    await measure("same compiled query through kysely's executeQuery (driver, no builder)", (i) =>
+      opened.db.executeQuery({ ...hotQuery!, parameters: [key(i).tenantId, key(i).keyId] }),
+    ),
     await measure("loadDataKeyMaterial (kysely + driver + engine)", (i) => loadDataKeyMaterial(opened.db, key(i).tenantId, key(i).keyId, "primary")),
     await measure("generateDataKey service function (read + unwrap + reference)", (i) => generateDataKey(context, key(i))),
     await measure("decryptDataKey service function", (i) => {
@@ -137,10 +180,8 @@ try {
         .where("version", "=", 1)
         .execute(),
     ),
-    await measure("kysely compile only (no execution)", (i) =>
-      Promise.resolve(
-        opened.db.selectFrom("keys").selectAll().where("tenant_id", "=", key(i).tenantId).where("key_id", "=", key(i).keyId).compile(),
-      ),
+    await measure("loadDataKeyMaterial on kysely's DummyDriver (build + compile, no database)", (i) =>
+      loadDataKeyMaterial(dummy, key(i).tenantId, key(i).keyId, "primary"),
     ),
   ];
   process.stdout.write(
