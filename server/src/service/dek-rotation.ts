@@ -1,9 +1,9 @@
 /**
  * A DEK rotation inside a transaction the caller already holds, with the key
  * row locked: a new DEK version, wrapped under the key's primary KEK version,
- * becomes primary; the previous primary becomes DECRYPT_ONLY. Used where a
- * rotation must be atomic with another change (RevokeDekVersion on the
- * primary version). Scheduled and requested rotations go through rotateKey.
+ * becomes primary; the previous primary becomes DECRYPT_ONLY. The one DEK
+ * rotation: rotateKey (requested and scheduled rotations) and
+ * RevokeDekVersion (rotating away from a revoked primary) both call it.
  */
 import { generateAes256Key } from "../crypto/random.js";
 import { wipe } from "../crypto/secure-buffer.js";

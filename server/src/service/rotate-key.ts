@@ -10,22 +10,18 @@
  * The key row is locked (SELECT ... FOR UPDATE) for the whole transaction, so
  * two rotations of one key — from any replica — serialise.
  */
-import { importRsaPublicKey } from "../crypto/rsa-oaep.js";
-import { generateAes256Key } from "../crypto/random.js";
 import { wipe } from "../crypto/secure-buffer.js";
 import { requireValidId } from "../domain/identifiers.js";
 import { KmsError } from "../domain/kms-error.js";
 import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
 import { assertKeyManageable, nextVersionNumber } from "../domain/key-rules.js";
-import { addSeconds } from "../domain/rotation-policy.js";
 import type { Executor } from "../storage/database.js";
 import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { enqueueKekRewrap } from "../jobs/kek-rewrap.js";
-import { insertDekVersion, listDekVersions, updateDekVersion } from "../storage/dek-version.repository.js";
 import { insertKekVersion, listKekVersions } from "../storage/kek-version.repository.js";
 import { updateKey } from "../storage/key.repository.js";
-import { withKek } from "./kek-access.js";
-import { dekWrapContext, generateKekMaterial, wrapDek, type KekForWrapping, type NewKekMaterial } from "./kek-material.js";
+import { rotateDekInTransaction } from "./dek-rotation.js";
+import { generateKekMaterial, type NewKekMaterial } from "./kek-material.js";
 import type { KmsContext } from "./kms-context.js";
 import { readKeyRow, readTenantKey } from "./key-reader.js";
 
@@ -50,52 +46,22 @@ export async function rotateKey(context: KmsContext, input: RotateKeyInput): Pro
 
   // Key generation (RSA-4096 takes about a second) happens before any lock is taken.
   const newKek = input.rotateKek ? await generateKekMaterial(algorithm) : undefined;
-  const newDek = generateAes256Key();
   try {
     await context.db.transaction().execute(async (tx) => {
-      const row = await readKeyRow(tx, tenantId, keyId, true);
+      let row = await readKeyRow(tx, tenantId, keyId, true);
       assertKeyManageable({ tenantId, keyId, state: row.state as TenantKey["state"] });
-      const keyUid = row.key_uid;
       const now = context.clock.now();
-
-      let primaryKekVersion = row.primary_kek_version;
       if (newKek !== undefined) {
-        primaryKekVersion = await replaceKek(context, tx, { tenantId, keyId, keyUid, algorithm }, newKek, now);
+        const kekVersion = await replaceKek(context, tx, { tenantId, keyId }, newKek, now);
+        row = (await updateKey(tx, tenantId, keyId, { primary_kek_version: kekVersion })) ?? row;
+        await appendKeyEvent(tx, { tenantId, keyId, type: "KEK_ROTATED", kekVersion, time: now });
       }
-
-      const deks = await listDekVersions(tx, tenantId, keyId);
-      const version = nextVersionNumber(deks);
-      const aad = dekWrapContext(tenantId, keyId, version);
-      const wrappedDek = await wrapUnderPrimaryKek(context, tx, { tenantId, keyId, keyUid, algorithm }, primaryKekVersion, newKek, newDek, aad);
-      await updateDekVersion(tx, tenantId, keyId, row.primary_dek_version, { state: "DECRYPT_ONLY", rotate_time: now });
-      await insertDekVersion(tx, {
-        tenant_id: tenantId,
-        key_id: keyId,
-        version,
-        state: "PRIMARY",
-        kek_version: primaryKekVersion,
-        wrapped_material: wrappedDek,
-        create_time: now,
-        rotate_time: null,
-      });
-      const kekCreateTime = newKek === undefined ? (await listKekVersions(tx, tenantId, keyId)).find((k) => k.version === primaryKekVersion)!.create_time : now;
-      await updateKey(tx, tenantId, keyId, {
-        primary_dek_version: version,
-        primary_kek_version: primaryKekVersion,
-        update_time: now,
-        next_rotation_time: earliest(
-          addSeconds(now, row.dek_rotation_period_seconds),
-          addSeconds(kekCreateTime, row.kek_rotation_period_seconds),
-        ),
-        rotation_failure_time: null,
-        rotation_failure_message: null,
-        rotation_failure_attempts: 0,
-      });
-      if (newKek !== undefined) await appendKeyEvent(tx, { tenantId, keyId, type: "KEK_ROTATED", kekVersion: primaryKekVersion, time: now });
-      await appendKeyEvent(tx, { tenantId, keyId, type: "DEK_ROTATED", dekVersion: version, kekVersion: primaryKekVersion, time: now });
+      // The new DEK is wrapped under the (possibly just made) primary KEK, one implementation for every rotation.
+      await rotateDekInTransaction(context, tx, row, now);
+      await updateKey(tx, tenantId, keyId, { rotation_failure_time: null, rotation_failure_message: null, rotation_failure_attempts: 0 });
     });
   } finally {
-    wipe(newDek, newKek?.secret);
+    wipe(newKek?.secret);
   }
   return readTenantKey(context.db, tenantId, keyId);
 }
@@ -103,8 +69,6 @@ export async function rotateKey(context: KmsContext, input: RotateKeyInput): Pro
 interface KeyScope {
   readonly tenantId: string;
   readonly keyId: string;
-  readonly keyUid: Uint8Array;
-  readonly algorithm: KekAlgorithm;
 }
 
 /**
@@ -132,36 +96,4 @@ async function replaceKek(context: KmsContext, tx: Executor, key: KeyScope, newK
     if (old.state === "PRIMARY") await enqueueKekRewrap(tx, { tenantId, keyId, kekVersion: old.version, now });
   }
   return version;
-}
-
-function earliest(a: Date, b: Date): Date {
-  return a <= b ? a : b;
-}
-
-function newKekForWrapping(algorithm: KekAlgorithm, kek: NewKekMaterial): KekForWrapping {
-  return algorithm === "AES_256" ? { algorithm, key: kek.secret } : { algorithm, publicKey: importRsaPublicKey(kek.publicKey!) };
-}
-
-/** Wraps a new DEK under the key's primary KEK version. */
-async function wrapUnderPrimaryKek(
-  context: KmsContext,
-  tx: Executor,
-  key: KeyScope,
-  kekVersion: number,
-  justMade: NewKekMaterial | undefined,
-  dek: Buffer,
-  aad: Buffer,
-): Promise<Buffer> {
-  if (justMade !== undefined) return wrapDek(newKekForWrapping(key.algorithm, justMade), dek, aad);
-  const primary = (await listKekVersions(tx, key.tenantId, key.keyId)).find((k) => k.version === kekVersion);
-  if (primary === undefined) throw new Error(`key ${key.keyId} has no row for its primary KEK version ${kekVersion}`);
-  if (key.algorithm === "RSA_4096") {
-    // RSA wraps with the public key alone: the private key is never unwrapped for this.
-    return wrapDek({ algorithm: "RSA_4096", publicKey: importRsaPublicKey(Buffer.from(primary.public_key!)) }, dek, aad);
-  }
-  return withKek(
-    context,
-    { ...key, kekAlgorithm: key.algorithm, kekVersion, wrappedKek: primary.wrapped_material, rootKeyId: primary.root_key_id, rootProvider: primary.root_provider },
-    (kek) => wrapDek(kek as KekForWrapping, dek, aad),
-  );
 }
