@@ -212,10 +212,6 @@ export async function releaseLeases(db: Executor, workerId: string, now: Date): 
   return Number(result.numUpdatedRows);
 }
 
-export async function findJob(db: Executor, jobId: number): Promise<JobRow | undefined> {
-  return db.selectFrom("jobs").selectAll().where("job_id", "=", jobId).executeTakeFirst();
-}
-
 function truncated(message: string): string {
   return message.length <= 1_000 ? message : `${message.slice(0, 997)}...`;
 }

@@ -64,12 +64,6 @@ export async function latestKeyEventId(db: Executor): Promise<number> {
   return Number(row.last_event_id);
 }
 
-/** The oldest event still kept (history older than it was pruned), or undefined when none is kept. */
-export async function oldestKeyEventId(db: Executor): Promise<number | undefined> {
-  const row = await db.selectFrom("key_events").select((eb) => eb.fn.min("event_id").as("oldest")).executeTakeFirst();
-  return row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest);
-}
-
 /**
  * True when every event committed after `eventId` is still stored: nothing
  * after it was pruned. Ids are dense (the id and the row commit or roll back
