@@ -7,6 +7,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KekAlgorithm } from "../gen/matih/kms/v1/resources_pb.js";
 import { createJsonLinesLogger } from "../server/src/api/logger.js";
@@ -75,7 +76,10 @@ describe.each(engines)("no plaintext key material on $name", (engine) => {
 
   /** Every secret found in any row of any table or in any log line, as "label where". */
   async function findLeaks(): Promise<{ leaks: string[]; rowsScanned: number; tables: string[] }> {
-    const tables = (await kms.database.db.introspection.getTables()).map((t) => t.name);
+    // Only this test's schema: introspection lists every schema's tables, other tests' included.
+    const { rows: schemaRows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(kms.database.db);
+    const schema = schemaRows[0]?.schema;
+    const tables = (await kms.database.db.introspection.getTables()).filter((t) => t.schema === schema).map((t) => t.name);
     const haystackBytes: Buffer[] = [];
     const haystackText: string[] = [...logLines];
     let rowsScanned = 0;
