@@ -2,6 +2,7 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
+    globalSetup: ["test/support/test-schemas.global-setup.ts"],
     include: ["server/**/*.test.ts", "test/**/*.test.ts", "clients/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,

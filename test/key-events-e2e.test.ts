@@ -26,7 +26,7 @@ import { latestKeyEventId } from "../server/src/storage/key-event.repository.js"
 import { migrateToLatest } from "../server/src/storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "../server/src/storage/open-database.js";
 import { issueClientCertificate, PKI_FILE_NAMES } from "../server/src/tls/dev-pki.js";
-import { createTestSchema, dropTestSchema, engines, postgresTestUrl } from "./support/databases.js";
+import { createTestSchema, engines, postgresTestUrl } from "./support/databases.js";
 import { connectGrpcTransport, createCapturingLogger, repoRoot, type Endpoint, type TlsIdentity } from "./support/e2e-clients.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { Collected, openNdjson } from "./support/ndjson-client.js";
@@ -320,7 +320,6 @@ describe.skipIf(!engines.some((e) => e.name === "postgres"))("two server instanc
     await kmsB?.stop(1_000);
     await dbA?.close();
     await dbB?.close();
-    if (schema !== undefined) await dropTestSchema(schema);
     if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
   });
 

@@ -13,15 +13,17 @@
  *   test file in beforeAll, not one per test, and close it);
  * - postgres: a new schema with a random name in the database at
  *   KMS_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
- *   dropped again by `close()`.
+ *   dropped when the whole run ends (see test-schemas.global-setup.ts).
  *
  * PostgreSQL is not optional: if it cannot be reached, the postgres cases
  * fail with a message saying so. Outside CI, KMS_TEST_SKIP_POSTGRES=1 leaves
  * them out instead; in CI that flag is refused.
  */
-import pg from "pg";
 import { type OpenedDatabase, openDatabase } from "../../server/src/storage/open-database.js";
 import { migrateToLatest } from "../../server/src/storage/migrations/migrate-to-latest.js";
+import { createTestSchema, isSet, postgresTestUrl } from "./test-schemas.js";
+
+export { createTestSchema, postgresTestUrl };
 
 export type EngineName = "postgres" | "pglite";
 
@@ -34,8 +36,6 @@ export interface TestEngine {
   readonly name: EngineName;
   open(options?: OpenEngineOptions): Promise<OpenedDatabase>;
 }
-
-export const postgresTestUrl = process.env["KMS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
 
 const inCi = isSet(process.env["CI"]);
 const skipPostgres = process.env["KMS_TEST_SKIP_POSTGRES"] === "1";
@@ -54,26 +54,9 @@ const pgliteEngine: TestEngine = {
 const postgresEngine: TestEngine = {
   name: "postgres",
   async open(options = {}) {
+    // The schema outlives close(): it is dropped when the run ends (test-schemas.global-setup.ts).
     const schema = await createTestSchema();
-    let opened: OpenedDatabase;
-    try {
-      opened = await openDatabase({ databaseUrl: postgresTestUrl, schema, poolSize: 5 });
-    } catch (error) {
-      await dropTestSchema(schema);
-      throw error;
-    }
-    const withSchemaDropped: OpenedDatabase = {
-      db: opened.db,
-      engine: opened.engine,
-      async close() {
-        try {
-          await opened.close();
-        } finally {
-          await dropTestSchema(schema);
-        }
-      },
-    };
-    return prepared(withSchemaDropped, options);
+    return prepared(await openDatabase({ databaseUrl: postgresTestUrl, schema, poolSize: 5 }), options);
   },
 };
 
@@ -94,75 +77,4 @@ async function prepared(opened: OpenedDatabase, options: OpenEngineOptions): Pro
     throw error;
   }
   return opened;
-}
-
-// Schemas are named kms_test_<unix seconds>_<random>, so a run can drop the
-// ones a crashed run left behind without touching any a parallel run still uses.
-const SCHEMA_PREFIX = "kms_test_";
-const STALE_AFTER_SECONDS = 6 * 60 * 60;
-let staleSchemasDropped = false;
-
-/** A fresh, empty schema in the test PostgreSQL (for opening one database twice: two "replicas"). */
-export async function createTestSchema(): Promise<string> {
-  const seconds = Math.floor(Date.now() / 1000);
-  const schema = `${SCHEMA_PREFIX}${seconds}_${Math.random().toString(36).slice(2, 10)}`;
-  await withAdminClient(async (client) => {
-    if (!staleSchemasDropped) {
-      staleSchemasDropped = true;
-      await dropStaleSchemas(client, seconds);
-    }
-    await client.query(`create schema ${schema}`);
-  });
-  return schema;
-}
-
-export async function dropTestSchema(schema: string): Promise<void> {
-  await withAdminClient((client) => client.query(`drop schema if exists ${schema} cascade`));
-}
-
-async function dropStaleSchemas(client: pg.Client, nowSeconds: number): Promise<void> {
-  const { rows } = await client.query<{ nspname: string }>(
-    "select nspname from pg_namespace where nspname like 'kms\\_test\\_%'",
-  );
-  for (const { nspname } of rows) {
-    const created = Number(/^kms_test_(\d+)_[a-z0-9]+$/.exec(nspname)?.[1]);
-    if (Number.isFinite(created) && nowSeconds - created > STALE_AFTER_SECONDS) {
-      await client.query(`drop schema if exists ${nspname} cascade`);
-    }
-  }
-}
-
-async function withAdminClient<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: postgresTestUrl, connectionTimeoutMillis: 5_000 });
-  try {
-    await client.connect();
-  } catch (error) {
-    const hint = inCi
-      ? "CI must provide PostgreSQL for the storage tests."
-      : "Start it (pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start), point " +
-        "KMS_TEST_DATABASE_URL at one, or set KMS_TEST_SKIP_POSTGRES=1 to run the PGlite cases only.";
-    await client.end().catch(() => undefined);
-    throw new Error(`PostgreSQL for the storage tests is unreachable at ${redacted(postgresTestUrl)}. ${hint}`, {
-      cause: error,
-    });
-  }
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
-function redacted(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "(unparseable URL)";
-  }
-}
-
-function isSet(value: string | undefined): boolean {
-  return value !== undefined && value !== "" && value !== "0" && value.toLowerCase() !== "false";
 }
