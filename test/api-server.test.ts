@@ -116,7 +116,7 @@ const dataKey: ServiceImpl<typeof DataKeyService> = {
   async generateDataKey(req, ctx) {
     await admit(ctx, req.tenantId);
     failOnPurpose(req.keyId);
-    return { plaintext: PLAINTEXT, reference: referenceFor(req.tenantId, req.keyId), dekVersion: 1 };
+    return { plaintext: PLAINTEXT.slice(), reference: referenceFor(req.tenantId, req.keyId), dekVersion: 1 };
   },
   async decrypt(req, ctx) {
     await admit(ctx, req.tenantId);
@@ -126,7 +126,7 @@ const dataKey: ServiceImpl<typeof DataKeyService> = {
     if (text !== `ref:${req.tenantId}/${req.keyId}/1`) {
       throw new KmsError("REFERENCE_KEY_MISMATCH", "reference: belongs to another tenant or key", { field: "reference" });
     }
-    return { plaintext: PLAINTEXT, dekVersion: 1 };
+    return { plaintext: PLAINTEXT.slice(), dekVersion: 1 };
   },
 };
 

@@ -83,4 +83,15 @@ export const noopGenerateDataKeyResponse = create(GenerateDataKeyResponseSchema,
 });
 export const noopDecryptResponse = create(DecryptResponseSchema, { plaintext: NOOP_PLAINTEXT, dekVersion: 1 });
 
+/**
+ * For createKmsServer, which wipes a DataKeyService response's plaintext once
+ * it is encoded: a fresh answer per call, as the real service makes one.
+ */
+export function freshNoopGenerateDataKeyResponse() {
+  return create(GenerateDataKeyResponseSchema, { plaintext: Buffer.from(NOOP_PLAINTEXT), reference: NOOP_REFERENCE, dekVersion: 1 });
+}
+export function freshNoopDecryptResponse() {
+  return create(DecryptResponseSchema, { plaintext: Buffer.from(NOOP_PLAINTEXT), dekVersion: 1 });
+}
+
 export { argValue } from "../lib/args.js";

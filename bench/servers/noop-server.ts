@@ -35,6 +35,8 @@ import {
   argValue,
   NOOP_PLAINTEXT,
   NOOP_REFERENCE,
+  freshNoopDecryptResponse,
+  freshNoopGenerateDataKeyResponse,
   noopDecryptResponse,
   noopGenerateDataKeyResponse,
   stopOnSignal,
@@ -82,8 +84,8 @@ async function startOwn(pki: PkiFiles): Promise<void> {
   };
   // The same tenant check the real implementation makes, then a constant.
   const dataKey: ServiceImpl<typeof DataKeyService> = {
-    generateDataKey: (req, ctx) => guardTenantCall(ctx, req.tenantId, async () => noopGenerateDataKeyResponse),
-    decrypt: (req, ctx) => guardTenantCall(ctx, req.tenantId, async () => noopDecryptResponse),
+    generateDataKey: (req, ctx) => guardTenantCall(ctx, req.tenantId, async () => freshNoopGenerateDataKeyResponse()),
+    decrypt: (req, ctx) => guardTenantCall(ctx, req.tenantId, async () => freshNoopDecryptResponse()),
   };
   const server = await createKmsServer({
     services: { keyManagement, dataKey },

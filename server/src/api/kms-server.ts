@@ -12,6 +12,7 @@ import { KeyEventService } from "../../../gen/matih/kms/v1/key_event_service_pb.
 import { KmsError } from "../domain/kms-error.js";
 import { authenticationContextValues, createAuthenticator } from "./authentication.js";
 import { toConnectError } from "./error-mapping.js";
+import { createGrpcFastPath } from "./grpc-fast-path.js";
 import { useSpecGrpcMessageEncoding } from "./grpc-message-encoding.js";
 import { createJwtVerifier, type JwtVerifierOptions } from "./jwt-verifier.js";
 import { createJsonLinesLogger, type Logger } from "./logger.js";
@@ -61,6 +62,13 @@ export interface KmsServerOptions {
   readonly maxBodyBytes?: number;
   /** Default: JSON lines on stdout. */
   readonly logger?: Logger;
+  /**
+   * Serve unary gRPC calls of DataKeyService (the hot path) with the server's
+   * own handler instead of connect-node (grpc-fast-path.ts). Default true;
+   * false routes them through connect-node like every other call (tests
+   * compare the two).
+   */
+  readonly grpcFastPath?: boolean;
 }
 
 export interface KmsServerRoute {
@@ -157,6 +165,11 @@ export async function createKmsServer(options: KmsServerOptions): Promise<KmsSer
     jsonOptions: { ignoreUnknownFields: false },
   });
 
+  const fastPath =
+    options.grpcFastPath === false
+      ? undefined
+      : createGrpcFastPath({ services, authenticator, log, maxBodyBytes, isDraining, shutdownSignal: shutdown.signal });
+
   // In-flight bookkeeping for draining.
   let inFlight = 0;
   let idleWaiter: (() => void) | undefined;
@@ -191,6 +204,7 @@ export async function createKmsServer(options: KmsServerOptions): Promise<KmsSer
       serveHealth(req, res, draining);
       return;
     }
+    if (fastPath?.(req, res) === true) return;
     useSpecGrpcMessageEncoding(singleHeader(req.headers, "content-type"), res);
     rpcHandler(req, res);
   };

@@ -1,4 +1,4 @@
-import { Code, type Interceptor } from "@connectrpc/connect";
+import { Code, type ConnectError, type Interceptor } from "@connectrpc/connect";
 import { KmsError } from "../domain/kms-error.js";
 import { authenticate, authorizeMessageTenant } from "./authentication.js";
 import { errorDetailOf, reasonName, toConnectError } from "./error-mapping.js";
@@ -30,13 +30,21 @@ export function createRpcGuard(options: RpcGuardOptions): Interceptor {
       if (!req.stream) authorizeMessageTenant(caller, req.method.input, req.message);
       return await next(req);
     } catch (err) {
-      const procedure = `${req.service.typeName}/${req.method.name}`;
-      const error = toConnectError(err, log, { procedure });
-      if (error.code === Code.Unauthenticated || error.code === Code.PermissionDenied) {
-        const detail = errorDetailOf(error);
-        log.warn("request refused", { procedure, reason: detail === undefined ? undefined : reasonName(detail.reason) });
-      }
-      return Promise.reject(error);
+      return Promise.reject(refusalToConnectError(err, log, `${req.service.typeName}/${req.method.name}`));
     }
   };
+}
+
+/**
+ * What a failed RPC sends: the error through the one error table; an
+ * authentication or authorization refusal is also logged (with its reason,
+ * never the credentials). Shared with the gRPC fast path.
+ */
+export function refusalToConnectError(err: unknown, log: Logger, procedure: string): ConnectError {
+  const error = toConnectError(err, log, { procedure });
+  if (error.code === Code.Unauthenticated || error.code === Code.PermissionDenied) {
+    const detail = errorDetailOf(error);
+    log.warn("request refused", { procedure, reason: detail === undefined ? undefined : reasonName(detail.reason) });
+  }
+  return error;
 }
