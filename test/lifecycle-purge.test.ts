@@ -13,6 +13,8 @@ import { DekVersionState, StoreKind } from "../gen/matih/kms/v1/resources_pb.js"
 import { runPurge } from "../server/src/jobs/purge.js";
 import { createKekCache } from "../server/src/service/kek-cache.js";
 import { decryptDataKey } from "../server/src/service/decrypt-data-key.js";
+import { flushDecryptTracking, RECORD_AT_ONCE_AFTER_MS } from "../server/src/service/decrypt-tracking.js";
+import { recordLastDecrypts } from "../server/src/storage/lifecycle.repository.js";
 import { engines } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { createTestKms, tenantCaller, type TestKms } from "./support/kms-harness.js";
@@ -114,7 +116,7 @@ describe.each(engines)("datasets, decrypt tracking and purge on $name", (engine)
   });
 
   describe("decrypt tracking", () => {
-    it("records the last Decrypt of each version at most once a minute", async () => {
+    it("records a Decrypt of a version unused for an hour at once, and later ones in the background", async () => {
       const { keys, dataKeys } = kms.clients();
       const tenantId = "track";
       await keys.createKey({ tenantId, keyId: "k" });
@@ -126,15 +128,39 @@ describe.each(engines)("datasets, decrypt tracking and purge on $name", (engine)
       expect((await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time).toEqual(t0);
       advance(30_000);
       await dataKeys.decrypt({ tenantId, keyId: "k", reference });
-      expect((await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time).toEqual(t0);
-      advance(31_000);
+      advance(1_000);
       await dataKeys.decrypt({ tenantId, keyId: "k", reference });
-      expect((await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time).toEqual(new Date(t0.getTime() + 61_000));
+      expect((await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time).toEqual(t0);
+      await flushDecryptTracking(kms.context);
+      expect((await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time).toEqual(new Date(t0.getTime() + 31_000));
+
+      advance(RECORD_AT_ONCE_AFTER_MS);
+      const late = kms.clock.now();
+      await dataKeys.decrypt({ tenantId, keyId: "k", reference });
+      expect((await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time).toEqual(late);
       const { key } = await keys.getKey({ tenantId, keyId: "k" });
-      expect(key?.dekVersions[0]?.lastDecryptTime?.seconds).toBe(BigInt((t0.getTime() + 61_000) / 1000));
+      expect(key?.dekVersions[0]?.lastDecryptTime?.seconds).toBe(BigInt(Math.floor(late.getTime() / 1000)));
     });
 
-    it("costs no extra query on a throttled Decrypt: one query, against two when it writes", async () => {
+    it("a background flush never moves a recorded use back in time", async () => {
+      const { keys, dataKeys } = kms.clients();
+      const tenantId = "track-order";
+      await keys.createKey({ tenantId, keyId: "k" });
+      const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+      await dataKeys.decrypt({ tenantId, keyId: "k", reference });
+      advance(10_000);
+      await dataKeys.decrypt({ tenantId, keyId: "k", reference }); // noted for the background
+      const noted = kms.clock.now();
+      advance(RECORD_AT_ONCE_AFTER_MS);
+      const later = new Date(kms.clock.now().getTime() + 5_000);
+      await recordLastDecrypts(db(), [{ tenantId, keyId: "k", version: 1, time: later }]);
+      await flushDecryptTracking(kms.context);
+      const recorded = (await dekRows(db(), tenantId, "k"))[0]!.last_decrypt_time;
+      expect(recorded).toEqual(later);
+      expect(recorded!.getTime()).toBeGreaterThan(noted.getTime());
+    });
+
+    it("a Decrypt whose use is recorded recently costs one query, against two when it writes at once", async () => {
       const { keys, dataKeys } = kms.clients();
       const tenantId = "track-cost";
       await keys.createKey({ tenantId, keyId: "k" });

@@ -22,6 +22,7 @@ import type { RootKeyProvider } from "./domain/root-key-provider.js";
 import { startBackgroundWorkers, type BackgroundWorkers } from "./jobs/background-workers.js";
 import { periodicTasks } from "./jobs/periodic-tasks.js";
 import { createRootProvider } from "./providers/create-root-provider.js";
+import { flushDecryptTracking } from "./service/decrypt-tracking.js";
 import { createKekCache } from "./service/kek-cache.js";
 import type { KmsContext } from "./service/kms-context.js";
 import { syncRootKey } from "./service/root-key-registry.js";
@@ -143,6 +144,7 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
         keyEvents.close(); // watch streams end now, not after the grace period
         // The background work stops with the calls in flight, before the provider and the database close.
         await Promise.all([server.close(graceMs), workers?.stop()]);
+        await flushDecryptTracking(context);
         context.kekCache.clear();
         await context.customerKeys?.close();
         await provider.close();

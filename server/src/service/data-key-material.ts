@@ -1,12 +1,13 @@
 /**
  * The hot path's one read: the key's state, the DEK version's wrapped material
- * and its KEK, in a single query; then the KEK (cached) unwraps the DEK.
+ * and its KEK, in a single query (kept between calls on PGlite while nothing
+ * is written: data-key-material-reader.ts); then the KEK (cached) unwraps the DEK.
  */
 import { CryptoFailure } from "../crypto/crypto-failure.js";
 import type { DekVersionState, KekAlgorithm, KeyState } from "../domain/key-model.js";
 import { assertDekVersionDecryptable, assertKeyUsable } from "../domain/key-rules.js";
 import { KmsError } from "../domain/kms-error.js";
-import { loadDataKeyMaterial } from "../storage/dek-version.repository.js";
+import { readDataKeyMaterial } from "../storage/data-key-material-reader.js";
 import { findKey } from "../storage/key.repository.js";
 import { withKek } from "./kek-access.js";
 import { dekWrapContext, unwrapDek } from "./kek-material.js";
@@ -18,6 +19,8 @@ export interface UnwrappedDataKey {
   readonly dekVersion: number;
   /** The caller owns this buffer and should wipe it when done. */
   readonly plaintext: Buffer;
+  /** The last Decrypt of this version on record, if any. */
+  readonly lastDecryptTime: Date | undefined;
 }
 
 export async function unwrapDataKey(
@@ -26,7 +29,7 @@ export async function unwrapDataKey(
   keyId: string,
   dekVersion: number | "primary",
 ): Promise<UnwrappedDataKey> {
-  const material = await loadDataKeyMaterial(context.db, tenantId, keyId, dekVersion);
+  const material = await readDataKeyMaterial(context.db, tenantId, keyId, dekVersion);
   if (material === undefined) {
     // Tell "no such version" from "no such key" (or tenant) only for a key that exists.
     if (dekVersion !== "primary" && (await findKey(context.db, tenantId, keyId)) !== undefined) {
@@ -63,5 +66,5 @@ export async function unwrapDataKey(
       }
     },
   );
-  return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext };
+  return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined };
 }

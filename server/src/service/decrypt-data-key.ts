@@ -48,7 +48,7 @@ export async function decryptDataKey(
     wipe(dek.plaintext);
     throw new KmsError("REFERENCE_TAMPERED", "reference: integrity check failed; it was altered after it was issued", { field: "reference" });
   }
-  // For the purge's quiet window; a query at most once a minute per version, none otherwise.
-  await noteDecryptServed(context, tenantId, keyId, dek.dekVersion);
+  // For the purge's quiet window: written now only when the version's recorded use is old, else in the background.
+  await noteDecryptServed(context, tenantId, keyId, dek.dekVersion, dek.lastDecryptTime);
   return { plaintext: dek.plaintext, dekVersion: dek.dekVersion };
 }

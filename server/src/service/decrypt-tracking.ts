@@ -1,58 +1,104 @@
 /**
  * Tracks the last Decrypt served of each DEK version (dek_versions.
- * last_decrypt_time), which the purge's quiet window reads. Written at most
- * once a minute per version per process: a throttled call costs a map lookup
- * and no query. The record lags the true last use by under a minute, nothing
- * next to a quiet window of at least a day.
+ * last_decrypt_time), which the purge's quiet window reads.
  *
- * The throttle belongs to one KmsContext (one server instance), held in a
- * WeakMap so the context's shape does not change and two in-process
- * instances (tests, simulated replicas) never silence each other.
+ * Two ways, so the hot path rarely writes and a crash cannot hide a use the
+ * purge must know about:
+ *
+ * - A Decrypt of a version whose last recorded use is missing or older than
+ *   RECORD_AT_ONCE_AFTER_MS is written before the answer leaves. That is the
+ *   use that matters: it may be the one keeping a quiet version alive.
+ * - Any other Decrypt is noted in memory and written in the background, all
+ *   versions in one statement, every FLUSH_INTERVAL_MS and when the server
+ *   stops. A process that dies loses at most those notes, each for a version
+ *   whose recorded use is under RECORD_AT_ONCE_AFTER_MS old: the record lags
+ *   the truth by at most that, nothing next to a quiet window of at least a day.
+ *
+ * The notes belong to one KmsContext (one server instance), held in a WeakMap
+ * so the context's shape does not change and two in-process instances
+ * (tests, simulated replicas) never mix.
  */
-import { recordLastDecrypt } from "../storage/lifecycle.repository.js";
+import { type DecryptRecord, recordLastDecrypts } from "../storage/lifecycle.repository.js";
 import type { KmsContext } from "./kms-context.js";
 
-export const DECRYPT_RECORD_INTERVAL_MS = 60_000;
-/** Beyond this many versions tracked, entries older than the interval are dropped. */
-const PRUNE_ABOVE = 50_000;
+export const RECORD_AT_ONCE_AFTER_MS = 60 * 60_000;
+export const FLUSH_INTERVAL_MS = 15_000;
+/** Versions per UPDATE when flushing. */
+const FLUSH_BATCH = 1_000;
 
-const lastWritten = new WeakMap<KmsContext, Map<string, number>>();
+interface PendingNotes {
+  readonly records: Map<string, DecryptRecord>;
+  timer: NodeJS.Timeout | undefined;
+  flushing: Promise<void> | undefined;
+}
+
+const pendingByContext = new WeakMap<KmsContext, PendingNotes>();
 
 /**
- * Notes a Decrypt served of `dekVersion`; writes it through unless this
- * process wrote it less than a minute ago. Never throws: failing to record
- * must not fail the Decrypt.
+ * Notes a Decrypt served of `dekVersion`, whose recorded last use was
+ * `recorded`. Never throws: failing to record must not fail the Decrypt.
  */
 export async function noteDecryptServed(
   context: KmsContext,
   tenantId: string,
   keyId: string,
   dekVersion: number,
+  recorded: Date | undefined,
 ): Promise<void> {
-  const now = context.clock.now();
-  const nowMs = now.getTime();
-  let seen = lastWritten.get(context);
-  if (seen === undefined) {
-    seen = new Map();
-    lastWritten.set(context, seen);
+  const time = context.clock.now();
+  const record: DecryptRecord = { tenantId, keyId, version: dekVersion, time };
+  if (recorded === undefined || time.getTime() - recorded.getTime() >= RECORD_AT_ONCE_AFTER_MS) {
+    try {
+      await recordLastDecrypts(context.db, [record]);
+      return;
+    } catch {
+      // The database just served this Decrypt's read, so this is rare and passing: the background flush retries it.
+    }
+  }
+  note(context, record);
+}
+
+/** Writes every noted Decrypt now (on stop, and for tests). Never throws; what fails stays noted. */
+export async function flushDecryptTracking(context: KmsContext): Promise<void> {
+  const pending = pendingByContext.get(context);
+  if (pending === undefined) return;
+  if (pending.timer !== undefined) {
+    clearTimeout(pending.timer);
+    pending.timer = undefined;
+  }
+  await pending.flushing;
+  pending.flushing = writeNotes(context, pending);
+  await pending.flushing;
+  pending.flushing = undefined;
+}
+
+function note(context: KmsContext, record: DecryptRecord): void {
+  let pending = pendingByContext.get(context);
+  if (pending === undefined) {
+    pending = { records: new Map(), timer: undefined, flushing: undefined };
+    pendingByContext.set(context, pending);
   }
   // Ids cannot contain '/', so this key is unambiguous.
-  const entry = `${tenantId}/${keyId}/${dekVersion}`;
-  const previous = seen.get(entry);
-  if (previous !== undefined && nowMs >= previous && nowMs - previous < DECRYPT_RECORD_INTERVAL_MS) return;
-  seen.set(entry, nowMs);
-  if (seen.size > PRUNE_ABOVE) prune(seen, nowMs);
-  try {
-    await recordLastDecrypt(context.db, { tenantId, keyId }, dekVersion, now);
-  } catch {
-    // The database just served this Decrypt's query, so a failure here is rare and
-    // passing: forget the write so that the next Decrypt of the version retries it.
-    if (seen.get(entry) === nowMs) seen.delete(entry);
+  const id = `${record.tenantId}/${record.keyId}/${record.version}`;
+  const previous = pending.records.get(id);
+  if (previous === undefined || previous.time < record.time) pending.records.set(id, record);
+  if (pending.timer === undefined) {
+    pending.timer = setTimeout(() => void flushDecryptTracking(context), FLUSH_INTERVAL_MS);
+    pending.timer.unref();
   }
 }
 
-function prune(seen: Map<string, number>, nowMs: number): void {
-  for (const [entry, written] of seen) {
-    if (nowMs - written >= DECRYPT_RECORD_INTERVAL_MS) seen.delete(entry);
+async function writeNotes(context: KmsContext, pending: PendingNotes): Promise<void> {
+  const records = [...pending.records.values()];
+  pending.records.clear();
+  for (let start = 0; start < records.length; start += FLUSH_BATCH) {
+    const batch = records.slice(start, start + FLUSH_BATCH);
+    try {
+      await recordLastDecrypts(context.db, batch);
+    } catch {
+      // Keep what failed (unless a newer note came meanwhile) and try again at the next interval.
+      for (const record of records.slice(start)) note(context, record);
+      return;
+    }
   }
 }

@@ -119,6 +119,8 @@ export interface DataKeyMaterial {
   readonly dekState: DekVersionState;
   /** Null once the version is purged. */
   readonly wrappedDek: Buffer | null;
+  /** The last Decrypt of this version on record (decrypt-tracking.ts); null if none. */
+  readonly lastDecryptTime: Date | null;
   readonly kekVersion: number;
   readonly kekState: KekVersionState;
   /** The KEK wrapped by the root key; null for customer-managed KEKs and destroyed versions. */
@@ -165,6 +167,7 @@ export async function loadDataKeyMaterial(
       "d.version as dekVersion",
       "d.state as dekState",
       "d.wrapped_material as wrappedDek",
+      "d.last_decrypt_time as lastDecryptTime",
       "d.kek_version as kekVersion",
       "kv.state as kekState",
       "kv.wrapped_material as wrappedKek",

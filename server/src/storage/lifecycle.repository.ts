@@ -100,6 +100,27 @@ export async function recordLastDecrypt(db: Executor, key: KeyName, version: num
     .execute();
 }
 
+export interface DecryptRecord {
+  readonly tenantId: string;
+  readonly keyId: string;
+  readonly version: number;
+  readonly time: Date;
+}
+
+/** `recordLastDecrypt` for many versions in one statement (each moves forward only). */
+export async function recordLastDecrypts(db: Executor, records: readonly DecryptRecord[]): Promise<void> {
+  if (records.length === 0) return;
+  const rows = sql.join(
+    records.map((r) => sql`(${r.tenantId}::text, ${r.keyId}::text, ${r.version}::integer, ${r.time}::timestamptz)`),
+  );
+  await sql`
+    update dek_versions as d set last_decrypt_time = v.time
+    from (values ${rows}) as v(tenant_id, key_id, version, time)
+    where d.tenant_id = v.tenant_id and d.key_id = v.key_id and d.version = v.version
+      and (d.last_decrypt_time is null or d.last_decrypt_time < v.time)
+  `.execute(db);
+}
+
 /**
  * ENABLED keys with a superseded DEK version the purge may move now, after
  * the key `after` in (tenant_id, key_id) order. A prefilter in SQL of the

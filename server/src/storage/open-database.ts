@@ -2,6 +2,7 @@ import { PGlite } from "@electric-sql/pglite";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Database } from "./database.js";
+import { createEngineActivity, registerEngineActivity } from "./engine-activity.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import { type PostgresTlsOptions, resolvePostgresConnection } from "./postgres-tls.js";
 
@@ -91,7 +92,9 @@ async function openPGlite(dataDir: string | undefined): Promise<OpenedDatabase> 
       [PG_INT8_OID]: parseInt8,
     },
   });
-  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite }) });
+  const activity = createEngineActivity();
+  const db = new Kysely<Database>({ dialect: new PGliteDialect({ pglite, activity }) });
+  registerEngineActivity(db, activity);
   return {
     db,
     engine: "pglite",

@@ -282,6 +282,7 @@ describe.each(engines)("repositories on $name", (engine) => {
         dekVersion: 2,
         dekState: "PRIMARY",
         wrappedDek: material(60, 102),
+        lastDecryptTime: null,
         kekVersion: 2,
         kekState: "PRIMARY",
         wrappedKek: material(40, 2),

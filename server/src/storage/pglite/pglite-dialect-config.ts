@@ -1,3 +1,5 @@
+import type { EngineActivity } from "../engine-activity.js";
+
 /**
  * The subset of a PGlite instance the dialect uses. Declared here so the
  * dialect never imports `@electric-sql/pglite` itself; a `PGlite` from that
@@ -20,4 +22,6 @@ export interface PGliteDialectConfig {
    * the driver owns it: `Kysely.destroy()` closes it.
    */
   readonly pglite: PGliteLike | (() => Promise<PGliteLike>);
+  /** Counts the statements run; its write generation lets readers know nothing changed. */
+  readonly activity?: EngineActivity | undefined;
 }

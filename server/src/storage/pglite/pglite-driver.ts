@@ -6,6 +6,7 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from "kysely";
+import { type EngineActivity, noteStatement } from "../engine-activity.js";
 import { createAsyncMutex } from "./async-mutex.js";
 import type { PGliteDialectConfig, PGliteLike } from "./pglite-dialect-config.js";
 
@@ -47,7 +48,7 @@ export class PGliteDriver implements Driver {
       release();
       throw new Error("the PGlite database has been closed");
     }
-    return new PGliteConnection(pglite, release);
+    return new PGliteConnection(pglite, release, this.#config.activity);
   }
 
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
@@ -128,11 +129,13 @@ function asPGliteConnection(connection: DatabaseConnection): PGliteConnection {
  */
 class PGliteConnection implements DatabaseConnection {
   readonly #pglite: PGliteLike;
+  readonly #activity: EngineActivity | undefined;
   #release: (() => void) | undefined;
 
-  constructor(pglite: PGliteLike, release: () => void) {
+  constructor(pglite: PGliteLike, release: () => void, activity: EngineActivity | undefined) {
     this.#pglite = pglite;
     this.#release = release;
+    this.#activity = activity;
   }
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
@@ -169,6 +172,9 @@ class PGliteConnection implements DatabaseConnection {
       return await this.#pglite.query<R>(statement, parameters);
     } catch (error) {
       throw sanitizeError(error, callSite);
+    } finally {
+      // Counted once the statement has run (or failed), still under the mutex.
+      if (this.#activity !== undefined) noteStatement(this.#activity, statement);
     }
   }
 }

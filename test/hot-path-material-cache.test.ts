@@ -1,0 +1,91 @@
+/**
+ * The hot path keeps its read (server/src/storage/data-key-material-reader.ts)
+ * on PGlite while nothing is written, and reads on every call on PostgreSQL.
+ * What must hold on both engines: every write is seen by the very next call.
+ */
+import { Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readDataKeyMaterial } from "../server/src/storage/data-key-material-reader.js";
+import { engineActivityOf } from "../server/src/storage/engine-activity.js";
+import { engines } from "./support/databases.js";
+import { expectRefusal } from "./support/expect-refusal.js";
+import { createTestKms, type TestKms } from "./support/kms-harness.js";
+
+describe.each(engines)("the hot path's material read on $name", (engine) => {
+  let kms: TestKms;
+  beforeAll(async () => {
+    kms = await createTestKms(engine);
+  });
+  afterAll(async () => {
+    await kms?.close();
+  });
+
+  const activity = () => engineActivityOf(kms.context.db);
+
+  it("is kept on PGlite only: PostgreSQL has no write generation to prove a kept row current", () => {
+    if (engine.name === "pglite") expect(activity()).toBeDefined();
+    else expect(activity()).toBeUndefined();
+  });
+
+  it("a revocation is refused on the very next call, however warm the hot path is", async () => {
+    const { keys, dataKeys } = kms.clients();
+    const tenantId = "warm-revoke";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+    for (let i = 0; i < 5; i++) {
+      await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+      await dataKeys.decrypt({ tenantId, keyId: "k", reference });
+    }
+    await keys.revokeKey({ tenantId, keyId: "k" });
+    await expectRefusal(dataKeys.generateDataKey({ tenantId, keyId: "k" }), { code: Code.FailedPrecondition, reason: "KEY_REVOKED" });
+    await expectRefusal(dataKeys.decrypt({ tenantId, keyId: "k", reference }), { code: Code.FailedPrecondition, reason: "KEY_REVOKED" });
+  });
+
+  it("a rotation moves GenerateDataKey to the new primary on the very next call", async () => {
+    const { keys, dataKeys } = kms.clients();
+    const tenantId = "warm-rotate";
+    await keys.createKey({ tenantId, keyId: "k" });
+    expect((await dataKeys.generateDataKey({ tenantId, keyId: "k" })).dekVersion).toBe(1);
+    expect((await dataKeys.generateDataKey({ tenantId, keyId: "k" })).dekVersion).toBe(1);
+    await keys.rotateKey({ tenantId, keyId: "k" });
+    expect((await dataKeys.generateDataKey({ tenantId, keyId: "k" })).dekVersion).toBe(2);
+  });
+
+  it("on PGlite a repeated read runs no statement, and any write makes the next read run one", async (ctx) => {
+    const counters = activity();
+    if (counters === undefined) return ctx.skip();
+    const { keys } = kms.clients();
+    const tenantId = "warm-count";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const first = await readDataKeyMaterial(kms.context.db, tenantId, "k", "primary");
+    const reads = counters.reads;
+    const again = await readDataKeyMaterial(kms.context.db, tenantId, "k", "primary");
+    expect(counters.reads).toBe(reads);
+    expect(again).toEqual(first);
+
+    // A write to another tenant's key: the cache cannot tell what a write touched, so it drops everything.
+    await keys.createKey({ tenantId: "warm-count-other", keyId: "k" });
+    const readsBefore = counters.reads;
+    await readDataKeyMaterial(kms.context.db, tenantId, "k", "primary");
+    expect(counters.reads).toBe(readsBefore + 1);
+  });
+
+  it("on PGlite a row read while a write was committing is not kept", async (ctx) => {
+    const counters = activity();
+    if (counters === undefined) return ctx.skip();
+    const { keys } = kms.clients();
+    const tenantId = "warm-race";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const db = kms.context.db;
+    let racing: Promise<unknown> | undefined;
+    await db.transaction().execute(async (tx) => {
+      // Starts now, waits for the session the transaction holds, and reads after the commit.
+      racing = readDataKeyMaterial(db, tenantId, "k", "primary");
+      await tx.updateTable("keys").set({ description: "changed mid-read" }).where("tenant_id", "=", tenantId).execute();
+    });
+    expect(await racing).toMatchObject({ keyState: "ENABLED" });
+    const reads = counters.reads;
+    await readDataKeyMaterial(db, tenantId, "k", "primary");
+    expect(counters.reads).toBe(reads + 1);
+  });
+});
