@@ -8,8 +8,10 @@
  * after access returns unwraps afresh, so service resumes by itself.
  *
  * Every replica may probe; the key row is locked while the outcome is
- * recorded, so a transition is reported once.
+ * recorded, so a transition is reported once. The probe follows the key's
+ * current customer key (keys.customer_key_uri, which UpdateKey changes).
  */
+import { isCustomerKeyAvailable } from "../domain/customer-key-health.js";
 import type { CustomerKeyErrorClass, CustomerKeyProvider } from "../domain/key-model.js";
 import { KmsError, type ErrorReason } from "../domain/kms-error.js";
 import { appendKeyEvent } from "../storage/key-event.repository.js";
@@ -49,7 +51,7 @@ export async function probeCustomerKeys(context: KmsContext, now: Date): Promise
       failure = { errorClass: customerKeyErrorClass(error), message: (error instanceof Error ? error.message : String(error)).slice(0, MAX_ERROR_LENGTH) };
       context.kekCache.deleteKey(key.tenant_id, key.key_id);
     }
-    await recordProbe(context, key.tenant_id, key.key_id, now, failure);
+    await recordProbe(context, key.tenant_id, key.key_id, customer, now, failure);
   }
 }
 
@@ -57,19 +59,21 @@ async function recordProbe(
   context: KmsContext,
   tenantId: string,
   keyId: string,
+  probed: { readonly provider: CustomerKeyProvider; readonly keyUri: string },
   now: Date,
   failure: { readonly errorClass: CustomerKeyErrorClass; readonly message: string } | undefined,
 ): Promise<void> {
   await context.db.transaction().execute(async (tx) => {
     const row = await tx
       .selectFrom("keys")
-      .select(["customer_key_last_success_time", "customer_key_last_error_time"])
+      .select(["customer_provider", "customer_key_uri", "customer_key_last_success_time", "customer_key_last_error_time"])
       .where("tenant_id", "=", tenantId)
       .where("key_id", "=", keyId)
       .forUpdate()
       .executeTakeFirst();
-    if (row === undefined) return;
-    const wasAvailable = isAvailable(row.customer_key_last_success_time, row.customer_key_last_error_time);
+    // Pointed at another customer key meanwhile (UpdateKey): this outcome is about a key it no longer uses.
+    if (row === undefined || row.customer_provider !== probed.provider || row.customer_key_uri !== probed.keyUri) return;
+    const wasAvailable = isCustomerKeyAvailable(row.customer_key_last_success_time, row.customer_key_last_error_time);
     if (failure === undefined) {
       await tx.updateTable("keys").set({ customer_key_last_success_time: now }).where("tenant_id", "=", tenantId).where("key_id", "=", keyId).execute();
       if (!wasAvailable) await appendKeyEvent(tx, { tenantId, keyId, type: "CUSTOMER_KEY_AVAILABLE", time: now });
@@ -83,10 +87,4 @@ async function recordProbe(
       if (wasAvailable) await appendKeyEvent(tx, { tenantId, keyId, type: "CUSTOMER_KEY_UNAVAILABLE", time: now });
     }
   });
-}
-
-/** Usable unless the last recorded outcome is an error. */
-function isAvailable(lastSuccess: Date | null, lastError: Date | null): boolean {
-  if (lastError === null) return true;
-  return lastSuccess !== null && lastSuccess.getTime() > lastError.getTime();
 }

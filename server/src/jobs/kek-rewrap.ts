@@ -15,6 +15,12 @@
  *   4. one UPDATE for the whole batch (`FROM unnest(versions, blobs)`);
  *   5. the job advanced and the batch recorded (job-store `recordBatch`,
  *      only while our lease holds), then the KEK version's progress counter.
+ * A customer-managed (BYOK) key's KEK versions are unwrapped through the
+ * customer's KMS (the old one under the key it was wrapped with, which an
+ * UpdateKey of customer_key leaves behind). If that KMS cannot be reached or
+ * refuses, the session fails before a batch is applied (or the batch rolls
+ * back); the runner records the failure and retries after a back-off, so the
+ * job waits for the customer's key and resumes where it stopped.
  * The hot path reads a DEK row and the KEK version that wraps it in one
  * statement, so it sees either the old pair or the new one, never a mix:
  * GenerateDataKey and Decrypt never wait for or fail because of a batch.
@@ -183,6 +189,12 @@ async function openKekRewrap(context: KmsContext, job: JobRow, settings: JobSett
 
   const runBatch = async (): Promise<BatchOutcome> => {
     if (closed) throw new Error("the job session is closed");
+    if (primary === undefined && oldKek !== undefined) {
+      // A customer-managed primary is unwrapped by the customer's KMS: do it before the batch's transaction
+      // holds row locks (the transaction re-reads the primary, and takes another only if it moved meanwhile).
+      const current = await context.db.selectFrom("keys").select("primary_kek_version").where("tenant_id", "=", tenantId).where("key_id", "=", keyId).executeTakeFirst();
+      if (current !== undefined && current.primary_kek_version !== oldVersion) await wrappingFor(context.db, current.primary_kek_version);
+    }
     const outcome = await context.db.transaction().execute(async (tx): Promise<BatchOutcome> => {
       const now = context.clock.now();
       const keyRow = await tx

@@ -9,6 +9,7 @@ import { requireValidId } from "../domain/identifiers.js";
 import type { CustomerKey, KekAlgorithm, TenantKey } from "../domain/key-model.js";
 import { invalidField, KmsError } from "../domain/kms-error.js";
 import { resolveLifecyclePolicy, type LifecyclePolicyInput } from "../domain/lifecycle-policy.js";
+import { wrapUnderCurrentRootKey } from "../domain/root-key-provider.js";
 import { addSeconds, resolveRotationPolicy, type RotationPolicyInput } from "../domain/rotation-policy.js";
 import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { insertDekVersion } from "../storage/dek-version.repository.js";
@@ -19,7 +20,7 @@ import { dekWrapContext, generateKekMaterial, wrapDek, type KekForWrapping } fro
 import { importRsaPublicKey } from "../crypto/rsa-oaep.js";
 import type { KmsContext } from "./kms-context.js";
 import { readTenantKey } from "./key-reader.js";
-import { probeCustomerKey, requireCustomerKeys, requireCustomerKeyUri, wrapKekUnderCustomerKey } from "./customer-keys.js";
+import { checkCustomerKeyRequest, probeCustomerKey, requireCustomerKeys, wrapKekUnderCustomerKey } from "./customer-keys.js";
 
 export const DESCRIPTION_MAX_LENGTH = 256;
 
@@ -50,10 +51,14 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
   const kek = await generateKekMaterial(algorithm);
   const dek = generateAes256Key();
   try {
-    const wrappedKek =
+    const kekWrap =
       customer === undefined
-        ? await context.rootProvider.wrap(kek.secret, { tenantId, keyId, kekVersion: 1 })
-        : await wrapKekUnderCustomerKey(requireCustomerKeys(context), customer, kek.secret, { tenantId, keyId, kekVersion: 1 });
+        ? await wrapUnderCurrentRootKey(context.rootProvider, kek.secret, { tenantId, keyId, kekVersion: 1 })
+        : {
+            wrapped: await wrapKekUnderCustomerKey(requireCustomerKeys(context), customer, kek.secret, { tenantId, keyId, kekVersion: 1 }),
+            rootProvider: customer.provider,
+            rootKeyId: customer.keyUri,
+          };
     const forWrapping: KekForWrapping =
       algorithm === "AES_256" ? { algorithm, key: kek.secret } : { algorithm, publicKey: importRsaPublicKey(kek.publicKey!) };
     const wrappedDek = wrapDek(forWrapping, dek, dekWrapContext(tenantId, keyId, 1));
@@ -91,10 +96,10 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
         key_id: keyId,
         version: 1,
         state: "PRIMARY",
-        wrapped_material: wrappedKek,
+        wrapped_material: kekWrap.wrapped,
         public_key: kek.publicKey,
-        root_provider: customer?.provider ?? context.rootProvider.name,
-        root_key_id: customer?.keyUri ?? context.rootProvider.currentKeyId,
+        root_provider: kekWrap.rootProvider,
+        root_key_id: kekWrap.rootKeyId,
         create_time: now,
         destroy_time: null,
       });
@@ -122,14 +127,8 @@ export async function createKey(context: KmsContext, input: CreateKeyInput): Pro
  * the customer key (so a key we cannot use is refused now, saying why).
  */
 async function checkCustomerKey(context: KmsContext, tenantId: string, keyId: string, algorithm: KekAlgorithm, customerKey: CustomerKey): Promise<CustomerKey> {
-  const customerKeys = context.customerKeys;
-  if (customerKeys === undefined || !customerKeys.isEntitled(tenantId)) {
-    throw new KmsError("PLAN_NOT_ENTITLED", `customer_key: tenant ${tenantId} is not on the enterprise plan, which customer-managed keys require`, {
-      field: "customer_key",
-    });
-  }
-  const keyUri = requireCustomerKeyUri(customerKey.provider, customerKey.keyUri);
+  const { customerKeys, customer } = checkCustomerKeyRequest(context, tenantId, customerKey);
   if (algorithm !== "AES_256") throw invalidField("kek_algorithm", "a customer-managed key must use an AES-256 KEK");
-  await probeCustomerKey(customerKeys, { provider: customerKey.provider, keyUri }, `creating key ${keyId}`);
-  return { provider: customerKey.provider, keyUri };
+  await probeCustomerKey(customerKeys, customer, `creating key ${keyId}`);
+  return customer;
 }

@@ -9,7 +9,8 @@
  * The registry opens one KeyWrappingProvider per (provider, key URI), lazily,
  * and says which tenants are entitled (the enterprise plan) to create one.
  */
-import type { CustomerKeyProvider } from "../domain/key-model.js";
+import { constantTimeEqual, wipe } from "../crypto/secure-buffer.js";
+import type { CustomerKey, CustomerKeyProvider } from "../domain/key-model.js";
 import { invalidField, KmsError } from "../domain/kms-error.js";
 import { customerKeyError } from "../providers/customer-key-error.js";
 import { probeKeyWrappingProvider, type KeyWrappingProvider, type ProviderKind, type WrapContext } from "../providers/key-wrapping-provider.js";
@@ -92,6 +93,26 @@ export function requireCustomerKeyUri(provider: CustomerKeyProvider, keyUri: str
   return keyUri;
 }
 
+/**
+ * What CreateKey and UpdateKey(customer_key) check of a requested customer key
+ * before calling the customer's KMS: the tenant's plan, then the reference's
+ * shape (naming customer_key.key_uri).
+ */
+export function checkCustomerKeyRequest(
+  context: { readonly customerKeys?: CustomerKeys | undefined },
+  tenantId: string,
+  customerKey: CustomerKey,
+): { readonly customerKeys: CustomerKeys; readonly customer: CustomerKey } {
+  const customerKeys = context.customerKeys;
+  if (customerKeys === undefined || !customerKeys.isEntitled(tenantId)) {
+    throw new KmsError("PLAN_NOT_ENTITLED", `customer_key: tenant ${tenantId} is not on the enterprise plan, which customer-managed keys require`, {
+      field: "customer_key",
+    });
+  }
+  const keyUri = requireCustomerKeyUri(customerKey.provider, customerKey.keyUri);
+  return { customerKeys, customer: { provider: customerKey.provider, keyUri } };
+}
+
 export function requireCustomerKeys(context: { readonly customerKeys?: CustomerKeys | undefined }): CustomerKeys {
   if (context.customerKeys === undefined) {
     throw new KmsError("PLAN_NOT_ENTITLED", "customer_key: customer-managed keys are not enabled on this server", { field: "customer_key" });
@@ -113,6 +134,36 @@ export async function wrapKekUnderCustomerKey(
   } catch (error) {
     throw customerKeyError(error, `wrapping KEK version ${scope.kekVersion} of key ${scope.keyId}`);
   }
+}
+
+/**
+ * Wraps a new KEK version's secret under the customer key, then unwraps the
+ * blob again: the proof, before anything is stored, that the key gives back
+ * what it wrapped (a key we may encrypt with but not decrypt with would
+ * otherwise strand every DEK re-wrapped under it).
+ */
+export async function wrapKekUnderCustomerKeyProven(
+  customerKeys: CustomerKeys,
+  customer: { readonly provider: CustomerKeyProvider; readonly keyUri: string },
+  secret: Uint8Array,
+  scope: { readonly tenantId: string; readonly keyId: string; readonly kekVersion: number },
+): Promise<Buffer> {
+  const wrapped = await wrapKekUnderCustomerKey(customerKeys, customer, secret, scope);
+  const context: WrapContext = { purpose: "kek", tenantId: scope.tenantId, keyId: scope.keyId, version: scope.kekVersion };
+  let back: Buffer;
+  try {
+    back = await (await customerKeys.provider(customer.provider, customer.keyUri)).unwrap(wrapped, context);
+  } catch (error) {
+    throw customerKeyError(error, `unwrapping the new KEK version ${scope.kekVersion} of key ${scope.keyId}`);
+  }
+  try {
+    if (!constantTimeEqual(back, secret)) {
+      throw new KmsError("INTERNAL", `the customer-managed key ${customer.keyUri} did not give back the KEK version ${scope.kekVersion} it wrapped`);
+    }
+  } finally {
+    wipe(back);
+  }
+  return wrapped;
 }
 
 /** One wrap+unwrap round trip under the customer key; rejects with the KmsError that says why not. */

@@ -19,8 +19,12 @@ import { withKek } from "./kek-access.js";
 import { dekWrapContext, kekForWrappingFromPublicKey, wrapDek, type KekForWrapping } from "./kek-material.js";
 import type { KmsContext } from "./kms-context.js";
 
-/** Returns the new primary DEK version. Appends DEK_ROTATED: call other events after it. */
-export async function rotateDekInTransaction(context: KmsContext, tx: Executor, key: KeyRow, now: Date): Promise<number> {
+/**
+ * Returns the new primary DEK version. Appends DEK_ROTATED: call other events after it.
+ * `primaryKek`: the primary KEK when the caller holds it unwrapped already (one it just made), which spares an
+ * unwrap — for a customer-managed key, a call to the customer's KMS inside this transaction.
+ */
+export async function rotateDekInTransaction(context: KmsContext, tx: Executor, key: KeyRow, now: Date, primaryKek?: KekForWrapping): Promise<number> {
   const tenantId = key.tenant_id;
   const keyId = key.key_id;
   const algorithm = key.kek_algorithm as KekAlgorithm;
@@ -32,7 +36,9 @@ export async function rotateDekInTransaction(context: KmsContext, tx: Executor, 
   const dek = generateAes256Key();
   let wrapped: Buffer;
   try {
-    if (algorithm === "RSA_4096") {
+    if (primaryKek !== undefined) {
+      wrapped = wrapDek(primaryKek, dek, aad);
+    } else if (algorithm === "RSA_4096") {
       // RSA wraps with the public key alone: the private key is never unwrapped for this.
       wrapped = wrapDek(kekForWrappingFromPublicKey(kek.public_key!), dek, aad);
     } else {

@@ -9,19 +9,22 @@
  *
  * The key row is locked (SELECT ... FOR UPDATE) for the whole transaction, so
  * two rotations of one key — from any replica — serialise.
+ *
+ * A customer-managed (BYOK) key rotates its KEK the same way, the new version
+ * wrapped under the tenant's own key (customer-kek-replacement.ts).
  */
 import { wipe } from "../crypto/secure-buffer.js";
 import { requireValidId } from "../domain/identifiers.js";
+import type { CustomerKeyProvider, KekAlgorithm, TenantKey } from "../domain/key-model.js";
+import { assertKeyManageable } from "../domain/key-rules.js";
 import { KmsError } from "../domain/kms-error.js";
-import type { KekAlgorithm, TenantKey } from "../domain/key-model.js";
-import { assertKeyManageable, nextVersionNumber } from "../domain/key-rules.js";
-import type { Executor } from "../storage/database.js";
-import { appendKeyEvent } from "../storage/key-event.repository.js";
-import { enqueueKekRewrap } from "../jobs/kek-rewrap.js";
-import { insertKekVersion, listKekVersions } from "../storage/kek-version.repository.js";
+import { wrapUnderCurrentRootKey } from "../domain/root-key-provider.js";
+import type { Executor, KeyRow } from "../storage/database.js";
 import { updateKey } from "../storage/key.repository.js";
+import { replaceCustomerKek } from "./customer-kek-replacement.js";
 import { rotateDekInTransaction } from "./dek-rotation.js";
-import { generateKekMaterial, type NewKekMaterial } from "./kek-material.js";
+import { generateKekMaterial, type KekForWrapping } from "./kek-material.js";
+import { nextKekVersion, replaceKekInTransaction } from "./kek-replacement.js";
 import type { KmsContext } from "./kms-context.js";
 import { readKeyRow, readTenantKey } from "./key-reader.js";
 
@@ -36,32 +39,10 @@ export async function rotateKey(context: KmsContext, input: RotateKeyInput): Pro
   const keyId = requireValidId("key_id", input.keyId);
   const preview = await readKeyRow(context.db, tenantId, keyId);
   assertKeyManageable({ tenantId, keyId, state: preview.state as TenantKey["state"] });
-  const algorithm = preview.kek_algorithm as KekAlgorithm;
   if (input.rotateKek && preview.protection === "CUSTOMER_MANAGED") {
-    // The background KEK re-wrap (jobs/kek-rewrap.ts) unwraps through the master key only, so it cannot move a BYOK key's DEKs yet.
-    throw new KmsError("INVALID_STATE_TRANSITION", `rotate_kek: key ${keyId} is customer-managed; rotate the key in your KMS instead (KEK rotation of customer-managed keys is not available yet)`, {
-      field: "rotate_kek",
-    });
-  }
-
-  // Key generation (RSA-4096 takes about a second) happens before any lock is taken.
-  const newKek = input.rotateKek ? await generateKekMaterial(algorithm) : undefined;
-  try {
-    await context.db.transaction().execute(async (tx) => {
-      let row = await readKeyRow(tx, tenantId, keyId, true);
-      assertKeyManageable({ tenantId, keyId, state: row.state as TenantKey["state"] });
-      const now = context.clock.now();
-      if (newKek !== undefined) {
-        const kekVersion = await replaceKek(context, tx, { tenantId, keyId }, newKek, now);
-        row = (await updateKey(tx, tenantId, keyId, { primary_kek_version: kekVersion })) ?? row;
-        await appendKeyEvent(tx, { tenantId, keyId, type: "KEK_ROTATED", kekVersion, time: now });
-      }
-      // The new DEK is wrapped under the (possibly just made) primary KEK, one implementation for every rotation.
-      await rotateDekInTransaction(context, tx, row, now);
-      await updateKey(tx, tenantId, keyId, { rotation_failure_time: null, rotation_failure_message: null, rotation_failure_attempts: 0 });
-    });
-  } finally {
-    wipe(newKek?.secret);
+    await rotateCustomerKek(context, { tenantId, keyId });
+  } else {
+    await rotatePlatform(context, { tenantId, keyId }, input.rotateKek, preview.kek_algorithm as KekAlgorithm);
   }
   return readTenantKey(context.db, tenantId, keyId);
 }
@@ -71,29 +52,53 @@ interface KeyScope {
   readonly keyId: string;
 }
 
-/**
- * Inserts the new primary KEK version; the previous primary becomes RETIRING
- * with a KEK_REWRAP job for its DEK versions (versions already RETIRING keep
- * theirs, which now re-wraps under the new primary).
- */
-async function replaceKek(context: KmsContext, tx: Executor, key: KeyScope, newKek: NewKekMaterial, now: Date): Promise<number> {
+/** A DEK rotation, after a KEK replaced under the master key when `rotateKek`. */
+async function rotatePlatform(context: KmsContext, key: KeyScope, rotateKek: boolean, algorithm: KekAlgorithm): Promise<void> {
   const { tenantId, keyId } = key;
-  const keks = await listKekVersions(tx, tenantId, keyId);
-  const version = nextVersionNumber(keks);
-  await insertKekVersion(tx, {
-    tenant_id: tenantId,
-    key_id: keyId,
-    version,
-    state: "PRIMARY",
-    wrapped_material: await context.rootProvider.wrap(newKek.secret, { tenantId, keyId, kekVersion: version }),
-    public_key: newKek.publicKey,
-    root_provider: context.rootProvider.name,
-    root_key_id: context.rootProvider.currentKeyId,
-    create_time: now,
-    destroy_time: null,
-  });
-  for (const old of keks) {
-    if (old.state === "PRIMARY") await enqueueKekRewrap(tx, { tenantId, keyId, kekVersion: old.version, now });
+  // Key generation (RSA-4096 takes about a second) happens before any lock is taken.
+  const newKek = rotateKek ? await generateKekMaterial(algorithm) : undefined;
+  try {
+    await context.db.transaction().execute(async (tx) => {
+      let row = await readKeyRow(tx, tenantId, keyId, true);
+      assertKeyManageable({ tenantId, keyId, state: row.state as TenantKey["state"] });
+      const now = context.clock.now();
+      if (newKek !== undefined) {
+        const version = await nextKekVersion(tx, tenantId, keyId);
+        const wrapped = await wrapUnderCurrentRootKey(context.rootProvider, newKek.secret, { tenantId, keyId, kekVersion: version });
+        const kek = { version, wrappedMaterial: wrapped.wrapped, publicKey: newKek.publicKey, rootProvider: wrapped.rootProvider, rootKeyId: wrapped.rootKeyId };
+        row = await replaceKekInTransaction(tx, key, kek, now);
+      }
+      await finishRotation(context, tx, row, now);
+    });
+  } finally {
+    wipe(newKek?.secret);
   }
-  return version;
+}
+
+/**
+ * BYOK: the new KEK version is wrapped under the key's own customer key — the
+ * customer's KMS wraps with its current key version, so this is how a
+ * rotation the tenant made in its KMS reaches the stored KEK — and the old
+ * version's DEKs are re-wrapped in the background like a platform key's.
+ */
+async function rotateCustomerKek(context: KmsContext, key: KeyScope): Promise<void> {
+  await replaceCustomerKek(context, key, {
+    target(row) {
+      if (row.customer_provider === null || row.customer_key_uri === null) {
+        throw new KmsError("INTERNAL", `customer-managed key ${key.keyId} has no customer key reference`);
+      }
+      return { provider: row.customer_provider as CustomerKeyProvider, keyUri: row.customer_key_uri };
+    },
+    async commit(tx, row, kek, unwrapped, now) {
+      assertKeyManageable({ tenantId: key.tenantId, keyId: key.keyId, state: row.state as TenantKey["state"] });
+      const updated = await replaceKekInTransaction(tx, key, kek, now);
+      await finishRotation(context, tx, updated, now, unwrapped);
+    },
+  });
+}
+
+/** The new DEK is wrapped under the (possibly just made) primary KEK, one implementation for every rotation. */
+async function finishRotation(context: KmsContext, tx: Executor, row: KeyRow, now: Date, primaryKek?: KekForWrapping): Promise<void> {
+  await rotateDekInTransaction(context, tx, row, now, primaryKek);
+  await updateKey(tx, row.tenant_id, row.key_id, { rotation_failure_time: null, rotation_failure_message: null, rotation_failure_attempts: 0 });
 }

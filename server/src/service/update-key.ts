@@ -8,6 +8,12 @@
  *    replaces the key's; periods left unset keep the key's current value;
  *  - "rotation_policy.dek_rotation_period" (and the other leaves): that one
  *    period; left unset in the request, it goes back to the platform default.
+ *  - "customer_key" (customer-managed keys only): point the key at another
+ *    customer key — another key, key version, or another cloud's key. The
+ *    new key is checked as CreateKey checks one and proven (wrap + unwrap of
+ *    the new KEK version) before anything is stored; the old KEK version's
+ *    DEKs are then re-wrapped in the background (decision 0024). Naming the
+ *    key's current customer key changes nothing.
  * Everything is validated before anything is written; an invalid value is
  * refused with INVALID_FIELD naming it and nothing changes. The next rotation
  * time is recomputed from the new policy in the same transaction, so a
@@ -15,14 +21,19 @@
  * next scheduler run.
  */
 import { requireValidId } from "../domain/identifiers.js";
-import type { TenantKey } from "../domain/key-model.js";
+import { isCustomerKeyAvailable } from "../domain/customer-key-health.js";
+import type { CustomerKey, TenantKey } from "../domain/key-model.js";
 import { assertUpdatable } from "../domain/key-state-machine.js";
 import { invalidField } from "../domain/kms-error.js";
 import { DEFAULT_LIFECYCLE_POLICY, resolveLifecyclePolicy, type LifecyclePolicy, type LifecyclePolicyInput } from "../domain/lifecycle-policy.js";
 import { DEFAULT_ROTATION_POLICY, resolveRotationPolicy, type RotationPolicy, type RotationPolicyInput } from "../domain/rotation-policy.js";
-import type { KeyPatch, KeyRow } from "../storage/database.js";
+import type { Executor, KeyPatch, KeyRow } from "../storage/database.js";
+import { appendKeyEvent } from "../storage/key-event.repository.js";
 import { updateKey as updateKeyRow } from "../storage/key.repository.js";
 import { DESCRIPTION_MAX_LENGTH } from "./create-key.js";
+import { replaceCustomerKek } from "./customer-kek-replacement.js";
+import { checkCustomerKeyRequest } from "./customer-keys.js";
+import { replaceKekInTransaction } from "./kek-replacement.js";
 import type { KmsContext } from "./kms-context.js";
 import { nextRotationTimeFor } from "./key-schedule.js";
 import { readKeyRow, readTenantKey } from "./key-reader.js";
@@ -35,6 +46,8 @@ export interface UpdateKeyInput {
   readonly description?: string | undefined;
   readonly rotationPolicy?: RotationPolicyInput | undefined;
   readonly lifecyclePolicy?: LifecyclePolicyInput | undefined;
+  /** With "customer_key" in the mask: the customer key a customer-managed key is to be wrapped under from now on. */
+  readonly customerKey?: CustomerKey | undefined;
 }
 
 const ROTATION_LEAVES = {
@@ -65,35 +78,94 @@ export async function updateKey(context: KmsContext, input: UpdateKeyInput): Pro
     throw invalidField("description", `must be at most ${DESCRIPTION_MAX_LENGTH} characters`, { maxLength: String(DESCRIPTION_MAX_LENGTH) });
   }
 
+  if (mask.has("customer_key")) {
+    const preview = await readKeyRow(context.db, tenantId, keyId);
+    assertUpdatable({ tenantId, keyId, state: preview.state as TenantKey["state"] });
+    const target = checkCustomerKeyChange(context, preview, input.customerKey);
+    // Every other masked field is validated too before the customer's KMS is called.
+    await maskedPatch(context.db, mask, preview, input, context.clock.now());
+    if (target !== undefined) {
+      await pointAtCustomerKey(context, { tenantId, keyId }, target, mask, input);
+      return readTenantKey(context.db, tenantId, keyId);
+    }
+  }
+
   await context.db.transaction().execute(async (tx) => {
     const row = await readKeyRow(tx, tenantId, keyId, true);
     assertUpdatable({ tenantId, keyId, state: row.state as TenantKey["state"] });
-    if (mask.has("customer_key")) {
-      throw invalidField(
-        "customer_key",
-        row.protection === "PLATFORM_MANAGED"
-          ? "a platform-managed key cannot be moved to a customer's KMS; create a customer-managed key instead"
-          : "moving a customer-managed key to another customer key is not available on this server yet",
-      );
-    }
-    const patch: KeyPatch = { update_time: context.clock.now() };
-    if (mask.has("description")) patch.description = input.description ?? "";
-
-    const rotation = mergedRotationPolicy(mask, row, input.rotationPolicy);
-    if (rotation !== undefined) {
-      patch.dek_rotation_period_seconds = rotation.dekRotationPeriodSeconds;
-      patch.kek_rotation_period_seconds = rotation.kekRotationPeriodSeconds;
-      patch.next_rotation_time = await nextRotationTimeFor(tx, row, { rotationPolicy: rotation });
-    }
-    const lifecycle = mergedLifecyclePolicy(mask, row, input.lifecyclePolicy);
-    if (lifecycle !== undefined) {
-      patch.dek_grace_period_seconds = lifecycle.dekGracePeriodSeconds;
-      patch.decrypt_quiet_window_seconds = lifecycle.decryptQuietWindowSeconds;
-      patch.revocation_waiting_period_seconds = lifecycle.revocationWaitingPeriodSeconds;
-    }
-    await updateKeyRow(tx, tenantId, keyId, patch);
+    await updateKeyRow(tx, tenantId, keyId, await maskedPatch(tx, mask, row, input, context.clock.now()));
   });
   return readTenantKey(context.db, tenantId, keyId);
+}
+
+/**
+ * The customer key a BYOK key is to be pointed at, checked as CreateKey checks
+ * one; undefined when it is the key's current one already (the PATCH is then
+ * a no-op for it, so a retried request succeeds).
+ */
+function checkCustomerKeyChange(context: KmsContext, row: KeyRow, requested: CustomerKey | undefined): CustomerKey | undefined {
+  if (row.protection === "PLATFORM_MANAGED") {
+    throw invalidField("customer_key", "a platform-managed key cannot be moved to a customer's KMS; create a customer-managed key instead");
+  }
+  if (requested === undefined) throw invalidField("customer_key", "is required when the update mask names it");
+  const { customer } = checkCustomerKeyRequest(context, row.tenant_id, requested);
+  return customer.provider === row.customer_provider && customer.keyUri === row.customer_key_uri ? undefined : customer;
+}
+
+/**
+ * A new KEK version wrapped under the new customer key (proven by a wrap and
+ * an unwrap before anything is stored) becomes primary; the old version's
+ * DEKs are re-wrapped in the background (KEK_REWRAP), which needs the old
+ * customer key until it is done. The key's reference, its health (the new key
+ * was just used) and the other masked fields change in the same transaction.
+ */
+async function pointAtCustomerKey(
+  context: KmsContext,
+  key: { readonly tenantId: string; readonly keyId: string },
+  target: CustomerKey,
+  mask: Set<string>,
+  input: UpdateKeyInput,
+): Promise<void> {
+  await replaceCustomerKek(context, key, {
+    target: () => target,
+    async commit(tx, row, kek, _unwrapped, now) {
+      assertUpdatable({ tenantId: key.tenantId, keyId: key.keyId, state: row.state as TenantKey["state"] });
+      const wasAvailable = isCustomerKeyAvailable(row.customer_key_last_success_time, row.customer_key_last_error_time);
+      const replaced = await replaceKekInTransaction(tx, key, kek, now);
+      const patch: KeyPatch = {
+        ...(await maskedPatch(tx, mask, replaced, input, now)),
+        customer_provider: target.provider,
+        customer_key_uri: target.keyUri,
+        // The health shown is the new key's: it was just used, and the old key's errors are not about it.
+        customer_key_last_success_time: now,
+        customer_key_last_error_time: null,
+        customer_key_last_error_class: null,
+        customer_key_last_error: null,
+      };
+      await updateKeyRow(tx, key.tenantId, key.keyId, patch);
+      if (!wasAvailable) await appendKeyEvent(tx, { tenantId: key.tenantId, keyId: key.keyId, type: "CUSTOMER_KEY_AVAILABLE", time: now });
+    },
+  });
+}
+
+/** The masked fields other than customer_key, validated, as a patch of the key row. */
+async function maskedPatch(db: Executor, mask: Set<string>, row: KeyRow, input: UpdateKeyInput, now: Date): Promise<KeyPatch> {
+  const patch: KeyPatch = { update_time: now };
+  if (mask.has("description")) patch.description = input.description ?? "";
+
+  const rotation = mergedRotationPolicy(mask, row, input.rotationPolicy);
+  if (rotation !== undefined) {
+    patch.dek_rotation_period_seconds = rotation.dekRotationPeriodSeconds;
+    patch.kek_rotation_period_seconds = rotation.kekRotationPeriodSeconds;
+    patch.next_rotation_time = await nextRotationTimeFor(db, row, { rotationPolicy: rotation });
+  }
+  const lifecycle = mergedLifecyclePolicy(mask, row, input.lifecyclePolicy);
+  if (lifecycle !== undefined) {
+    patch.dek_grace_period_seconds = lifecycle.dekGracePeriodSeconds;
+    patch.decrypt_quiet_window_seconds = lifecycle.decryptQuietWindowSeconds;
+    patch.revocation_waiting_period_seconds = lifecycle.revocationWaitingPeriodSeconds;
+  }
+  return patch;
 }
 
 function checkMask(paths: readonly string[]): Set<string> {

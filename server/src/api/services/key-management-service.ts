@@ -86,6 +86,7 @@ export function createKeyManagementService(context: KmsContext): Partial<Service
           description: req.description,
           rotationPolicy: rotationPolicyFromProto(req.rotationPolicy),
           lifecyclePolicy: lifecyclePolicyFromProto(req.lifecyclePolicy),
+          customerKey: req.updateMask?.paths.includes("customer_key") === true ? customerKeyFromProto(req.customerKey) : undefined,
         });
         return create(UpdateKeyResponseSchema, { key: keyToProto(key) });
       }),
