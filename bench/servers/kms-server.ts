@@ -21,6 +21,7 @@ import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs,
 import { createJsonLinesLogger } from "../../server/src/api/logger.js";
 import { loadConfig } from "../../server/src/config.js";
 import { startKms, type StartOverrides } from "../../server/src/start-kms.js";
+import { engineActivityOf, registerEngineActivity } from "../../server/src/storage/engine-activity.js";
 import { openDatabase } from "../../server/src/storage/open-database.js";
 import { migrateToLatest } from "../../server/src/storage/migrations/migrate-to-latest.js";
 import { join } from "node:path";
@@ -68,7 +69,12 @@ if (instrument) {
       ? await openDatabase({ dataDir: join(config.dataDir, "pglite") })
       : await openDatabase({ databaseUrl: config.databaseUrl });
   await migrateToLatest(opened.db);
-  overrides.database = { db: opened.db.withPlugin(counting), engine: opened.engine, close: () => opened.close() };
+  const counted = opened.db.withPlugin(counting);
+  // The counting handle reaches the same PGlite session: give it the engine's write generation, so the
+  // hot path keeps its read as it does uninstrumented (the counts then show what reached the engine).
+  const activity = engineActivityOf(opened.db);
+  if (activity !== undefined) registerEngineActivity(counted, activity);
+  overrides.database = { db: counted, engine: opened.engine, close: () => opened.close() };
   closeOwnDatabase = () => opened.close();
 }
 

@@ -11,7 +11,7 @@
 export interface EngineActivity {
   /** Read-only statements run (SELECT). */
   reads: number;
-  /** Moves on every other statement, run or failed: writes, DDL, transaction control. */
+  /** Moves on every statement that may have changed data (see noteStatement). */
   writeGeneration: number;
 }
 
@@ -19,12 +19,39 @@ export function createEngineActivity(): EngineActivity {
   return { reads: 0, writeGeneration: 0 };
 }
 
-const READ_ONLY_STATEMENT = /^\s*select\b/i;
+/** What the engine said about a statement that ran; undefined when it failed. */
+export interface StatementOutcome {
+  readonly command?: string | undefined;
+  readonly affectedRows?: number | undefined;
+}
 
-/** Counts one statement; anything not plainly a SELECT counts as a possible write. */
-export function noteStatement(activity: EngineActivity, sql: string): void {
-  if (READ_ONLY_STATEMENT.test(sql)) activity.reads++;
-  else activity.writeGeneration++;
+const STARTS_WITH_SELECT = /^\s*select\b/i;
+const ROW_CHANGING_COMMANDS = new Set(["INSERT", "UPDATE", "DELETE", "MERGE"]);
+const TRANSACTION_CONTROL = new Set(["BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"]);
+
+/**
+ * Counts one statement. The write generation moves unless the statement
+ * provably changed nothing:
+ * - a plain SELECT (one starting with WITH may hide a data-modifying CTE);
+ * - an INSERT, UPDATE, DELETE or MERGE that affected no row (the background
+ *   workers poll with such statements every few seconds) — again not if it
+ *   starts with WITH, whose CTEs' rows the count leaves out;
+ * - transaction control (the writes inside counted themselves).
+ * Anything else — DDL, SET, a failed statement — counts as a write.
+ */
+export function noteStatement(activity: EngineActivity, sql: string, outcome: StatementOutcome | undefined): void {
+  const command = outcome?.command?.toUpperCase();
+  if (command === undefined) {
+    activity.writeGeneration++;
+  } else if (command === "SELECT" && STARTS_WITH_SELECT.test(sql)) {
+    activity.reads++;
+  } else if (TRANSACTION_CONTROL.has(command)) {
+    // no data of its own
+  } else if (ROW_CHANGING_COMMANDS.has(command) && outcome?.affectedRows === 0 && !/^\s*with\b/i.test(sql)) {
+    // matched nothing
+  } else {
+    activity.writeGeneration++;
+  }
 }
 
 const registry = new WeakMap<object, EngineActivity>();

@@ -6,7 +6,7 @@ import {
   type QueryResult,
   type TransactionSettings,
 } from "kysely";
-import { type EngineActivity, noteStatement } from "../engine-activity.js";
+import { type EngineActivity, noteStatement, type StatementOutcome } from "../engine-activity.js";
 import { createAsyncMutex } from "./async-mutex.js";
 import type { PGliteDialectConfig, PGliteLike } from "./pglite-dialect-config.js";
 
@@ -168,13 +168,16 @@ class PGliteConnection implements DatabaseConnection {
   async #run<R>(statement: string, parameters: unknown[]) {
     if (this.#release === undefined) throw new Error("this PGlite connection has been released");
     const callSite = new Error();
+    let outcome: StatementOutcome | undefined;
     try {
-      return await this.#pglite.query<R>(statement, parameters);
+      const result = await this.#pglite.query<R>(statement, parameters);
+      outcome = result;
+      return result;
     } catch (error) {
       throw sanitizeError(error, callSite);
     } finally {
       // Counted once the statement has run (or failed), still under the mutex.
-      if (this.#activity !== undefined) noteStatement(this.#activity, statement);
+      if (this.#activity !== undefined) noteStatement(this.#activity, statement, outcome);
     }
   }
 }
