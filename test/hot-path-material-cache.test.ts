@@ -1,12 +1,15 @@
 /**
  * The hot path keeps its read (server/src/storage/data-key-material-reader.ts)
- * on PGlite while nothing is written, and reads on every call on PostgreSQL.
+ * on PGlite while nothing is written, and reads on every call on PostgreSQL
+ * (through a prepared statement).
  * What must hold on both engines: every write is seen by the very next call.
  */
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readDataKeyMaterial } from "../server/src/storage/data-key-material-reader.js";
+import { loadDataKeyMaterial } from "../server/src/storage/dek-version.repository.js";
 import { engineActivityOf } from "../server/src/storage/engine-activity.js";
+import { preparedStatementRunnerOf } from "../server/src/storage/prepared-statements.js";
 import { engines } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { createTestKms, type TestKms } from "./support/kms-harness.js";
@@ -68,6 +71,25 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     const readsBefore = counters.reads;
     await readDataKeyMaterial(kms.context.db, tenantId, "k", "primary");
     expect(counters.reads).toBe(readsBefore + 1);
+  });
+
+  it("reads exactly what the kysely query reads, for the primary version, a numbered one and a missing one", async () => {
+    const { keys, dataKeys } = kms.clients();
+    const tenantId = "same-rows";
+    await keys.createKey({ tenantId, keyId: "k" });
+    await keys.rotateKey({ tenantId, keyId: "k", rotateKek: true });
+    const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+    await dataKeys.decrypt({ tenantId, keyId: "k", reference });
+    const db = kms.context.db;
+    if (engine.name === "postgres") expect(preparedStatementRunnerOf(db)).toBeDefined();
+    for (const version of ["primary", 1, 2, 3] as const) {
+      const expected = await loadDataKeyMaterial(db, tenantId, "k", version);
+      expect(await readDataKeyMaterial(db, tenantId, "k", version), String(version)).toEqual(expected);
+      expect(await readDataKeyMaterial(db, tenantId, "k", version), String(version)).toEqual(expected);
+    }
+    expect(await loadDataKeyMaterial(db, tenantId, "k", 2)).toMatchObject({ dekVersion: 2, kekVersion: 2, lastDecryptTime: expect.any(Date) });
+    expect(await readDataKeyMaterial(db, tenantId, "k", 3)).toBeUndefined();
+    expect(await readDataKeyMaterial(db, "nobody", "k", "primary")).toBeUndefined();
   });
 
   it("on PGlite a row read while a write was committing is not kept", async (ctx) => {

@@ -13,11 +13,13 @@
  * Kept: the row as read — key and version states, wrapped (never plaintext)
  * material. Not kept: "not found" answers, and anything read through a
  * transaction or a derived handle, which have no write generation. On
- * PostgreSQL every call reads, since other replicas write too.
+ * PostgreSQL every call reads, since other replicas write too, through a
+ * statement prepared once per connection (prepared-statements.ts).
  */
 import type { Executor } from "./database.js";
-import { type DataKeyMaterial, loadDataKeyMaterial } from "./dek-version.repository.js";
+import { type DataKeyMaterial, dataKeyMaterialQuery, loadDataKeyMaterial } from "./dek-version.repository.js";
 import { engineActivityOf } from "./engine-activity.js";
+import { type PreparedStatementRunner, preparedStatementRunnerOf } from "./prepared-statements.js";
 
 /** Rows kept per database; about 0.5 KB each. */
 export const MATERIAL_CACHE_MAX_ENTRIES = 10_000;
@@ -35,6 +37,8 @@ export async function readDataKeyMaterial(
   keyId: string,
   dekVersion: number | "primary",
 ): Promise<DataKeyMaterial | undefined> {
+  const runPrepared = preparedStatementRunnerOf(db);
+  if (runPrepared !== undefined) return loadPrepared(db, runPrepared, tenantId, keyId, dekVersion);
   const activity = engineActivityOf(db);
   if (activity === undefined) return loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
 
@@ -68,4 +72,49 @@ export async function readDataKeyMaterial(
     }
   }
   return row;
+}
+
+/**
+ * The statement text for each shape of the read ("primary" or a numbered
+ * version), compiled once by kysely from the same query builder, and where
+ * each call's values go in its parameter list.
+ */
+interface PreparedShape {
+  readonly name: string;
+  readonly text: string;
+  readonly slots: ReadonlyArray<"tenant" | "key" | "version" | { readonly constant: unknown }>;
+}
+
+const shapes = new Map<"primary" | "version", PreparedShape>();
+// Ids are validated ("a-z0-9-_.") before they get here, so these can never be real values.
+const TENANT_MARK = "\u0000tenant";
+const KEY_MARK = "\u0000key";
+const VERSION_MARK = -7_654_321;
+
+function preparedShape(db: Executor, shape: "primary" | "version"): PreparedShape {
+  let prepared = shapes.get(shape);
+  if (prepared === undefined) {
+    const compiled = dataKeyMaterialQuery(db, TENANT_MARK, KEY_MARK, shape === "primary" ? "primary" : VERSION_MARK).compile();
+    const slots = compiled.parameters.map((value) =>
+      value === TENANT_MARK ? "tenant" : value === KEY_MARK ? "key" : value === VERSION_MARK ? "version" : { constant: value },
+    );
+    prepared = { name: `matih_kms_data_key_material_${shape}`, text: compiled.sql, slots };
+    shapes.set(shape, prepared);
+  }
+  return prepared;
+}
+
+async function loadPrepared(
+  db: Executor,
+  runPrepared: PreparedStatementRunner,
+  tenantId: string,
+  keyId: string,
+  dekVersion: number | "primary",
+): Promise<DataKeyMaterial | undefined> {
+  const shape = preparedShape(db, dekVersion === "primary" ? "primary" : "version");
+  const values = shape.slots.map((slot) =>
+    slot === "tenant" ? tenantId : slot === "key" ? keyId : slot === "version" ? dekVersion : slot.constant,
+  );
+  const rows = await runPrepared(shape.name, shape.text, values);
+  return rows[0] as DataKeyMaterial | undefined;
 }

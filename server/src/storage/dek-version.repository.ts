@@ -142,6 +142,11 @@ export async function loadDataKeyMaterial(
   keyId: string,
   dekVersion: number | "primary",
 ): Promise<DataKeyMaterial | undefined> {
+  return dataKeyMaterialQuery(db, tenantId, keyId, dekVersion).executeTakeFirst();
+}
+
+/** The query behind `loadDataKeyMaterial`, unexecuted (compiled once for a prepared statement). */
+export function dataKeyMaterialQuery(db: Executor, tenantId: string, keyId: string, dekVersion: number | "primary") {
   return db
     .selectFrom("keys as k")
     .innerJoin("dek_versions as d", (join) =>
@@ -175,5 +180,5 @@ export async function loadDataKeyMaterial(
       "kv.root_provider as rootProvider",
       "kv.root_key_id as rootKeyId",
     ])
-    .executeTakeFirst();
+    .$castTo<DataKeyMaterial>();
 }

@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Database } from "./database.js";
 import { createEngineActivity, registerEngineActivity } from "./engine-activity.js";
+import { registerPreparedStatementRunner } from "./prepared-statements.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import { type PostgresTlsOptions, resolvePostgresConnection } from "./postgres-tls.js";
 
@@ -73,6 +74,7 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
   const onIdleError = options.onIdleConnectionError;
   pool.on("error", (error) => onIdleError?.(error));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  registerPreparedStatementRunner(db, async (name, text, values) => (await pool.query({ name, text, values: [...values] })).rows);
   return {
     db,
     engine: "postgres",
