@@ -18,12 +18,18 @@
  * (closed loop). Also reported: the event loop's p99 delay during the window
  * (PKCS#11 calls run on worker threads and must not stall it).
  *
+ * Then the BYOK phase (bench/providers/byok-kek-cache.ts): N Decrypts on a key
+ * whose KEK is held in the local AWS KMS server, from a cold KEK cache; it
+ * reports how many reached the customer's KMS and the KEK cache's hit rate.
+ *
  * Options (environment variable in brackets):
  *   --seconds N        measuring window per phase, default 3 [BENCH_SECONDS]
  *   --warmup N         warm-up per phase in seconds, default 1 [BENCH_WARMUP_SECONDS]
  *   --concurrency L    comma-separated calls in flight, default 1,16
  *   --providers L      comma-separated subset, default all
  *   --size N           bytes wrapped, default 32 (a DEK; an RSA-4096 KEK is ~2400)
+ *   --byok-decrypts N  Decrypts in the BYOK phase, default 5000; 0 skips it
+ *   --byok-concurrency N  Decrypts in flight in the BYOK phase, default 16
  * Results: a table on stdout, JSON in bench/results/providers-<time>.json.
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -37,6 +43,7 @@ import { createRootProvider, type RootProviderOptions } from "../server/src/prov
 import { AWS_TEST_CREDENTIALS } from "../test/providers/targets/aws-kms.js";
 import { createSoftHsmToken, softHsmAvailability, type SoftHsmToken } from "../test/providers/pkcs11/softhsm-token.js";
 import { cpuMsOf, REPO_ROOT, spawnChild, type Child } from "./lib/processes.js";
+import { measureByokKekCache, type ByokKekCacheResult } from "./providers/byok-kek-cache.js";
 import { fixed, table, thousands } from "./lib/report.js";
 import { LatencyRecorder } from "./lib/stats.js";
 import type { LocalServerReady } from "./providers/local-server-child.js";
@@ -51,6 +58,8 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string" },
     providers: { type: "string" },
     size: { type: "string" },
+    "byok-decrypts": { type: "string" },
+    "byok-concurrency": { type: "string" },
   },
   strict: true,
 });
@@ -66,6 +75,8 @@ const seconds = positive(flags.seconds ?? process.env["BENCH_SECONDS"], 3, "seco
 const warmup = positive(flags.warmup ?? process.env["BENCH_WARMUP_SECONDS"], 1, "warmup");
 const concurrencies = (flags.concurrency ?? "1,16").split(",").map((c) => positive(c, 1, "concurrency"));
 const size = positive(flags.size, 32, "size");
+const byokDecrypts = flags["byok-decrypts"] === "0" ? 0 : positive(flags["byok-decrypts"], 5_000, "byok-decrypts");
+const byokConcurrency = positive(flags["byok-concurrency"], 16, "byok-concurrency");
 const chosen = (flags.providers ?? KINDS.join(",")).split(",") as Kind[];
 for (const kind of chosen) if (!KINDS.includes(kind)) throw new Error(`--providers: unknown provider ${kind}; choose from ${KINDS.join(", ")}`);
 
@@ -162,6 +173,7 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(join(tmpdir(), "bench-providers-"));
   const results: PhaseResult[] = [];
   const agents: Agent[] = [];
+  let byok: ByokKekCacheResult | undefined;
 
   try {
     // Start the local servers first, in parallel.
@@ -232,6 +244,10 @@ async function main(): Promise<void> {
         await root.close();
       }
     }
+    if (byokDecrypts > 0) {
+      byok = await measureByokKekCache({ decrypts: byokDecrypts, concurrency: byokConcurrency });
+      console.log(`BYOK Decrypt x${byok.decrypts} (${byok.concurrency} in flight): ${byok.customerKmsDecryptCalls} customer-KMS Decrypt calls, hit rate ${(byok.kekCacheHitRate * 100).toFixed(2)}%`);
+    }
   } finally {
     await Promise.all([...children.values()].map((child) => child.stop()));
     for (const agent of agents) agent.destroy();
@@ -263,6 +279,19 @@ async function main(): Promise<void> {
     ),
   );
   for (const [kind, why] of Object.entries(skipped)) console.log(`\n${kind} skipped: ${why}`);
+  if (byok !== undefined) {
+    console.log(
+      `\nKEK cache under a Decrypt load on a BYOK key (KEK in the local AWS KMS server; cache ${byok.cacheMaxAgeSeconds} s, ${thousands(byok.cacheMaxEntries)} entries; ` +
+        `${byok.dekVersions} DEK versions under ${byok.kekVersions} KEK version, cold cache at start)\n`,
+    );
+    console.log(
+      table(
+        ["Decrypts", "in flight", "errors", "customer-KMS calls", "of which Decrypt", "KEK-cache hit rate", "Decrypts/s"],
+        [[thousands(byok.decrypts), String(byok.concurrency), String(byok.errors), String(byok.customerKmsCalls), String(byok.customerKmsDecryptCalls), `${(byok.kekCacheHitRate * 100).toFixed(2)}%`, thousands(byok.decryptsPerSecond)]],
+        new Set([0, 1, 2, 3, 4, 5, 6]),
+      ),
+    );
+  }
 
   const file = join(REPO_ROOT, "bench", "results", `providers-${stamp}.json`);
   await writeFile(
@@ -272,9 +301,10 @@ async function main(): Promise<void> {
         benchmark: "providers",
         date: new Date().toISOString(),
         machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "unknown", node: process.version, loadAverageAtStart: loadAtStart },
-        settings: { seconds, warmup, concurrencies, size, providers: chosen },
+        settings: { seconds, warmup, concurrencies, size, providers: chosen, byokDecrypts, byokConcurrency },
         skipped,
         results,
+        byokKekCache: byok ?? null,
       },
       null,
       2,

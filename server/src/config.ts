@@ -10,7 +10,7 @@
 import { customerKeySettingsFromEnv, type CustomerKeySettings } from "./providers/customer-key-env.js";
 import { resolve } from "node:path";
 import type { RootProviderOptions } from "./providers/create-root-provider.js";
-import { RootProviderConfigError, rootProviderOptionsFromEnv } from "./providers/root-provider-env.js";
+import { previousRootProviderOptionsFromEnv, RootProviderConfigError, rootProviderOptionsFromEnv } from "./providers/root-provider-env.js";
 
 export type Mode = "development" | "production";
 
@@ -31,6 +31,8 @@ export interface Config {
   };
   /** Where the master key lives: the local file (default), a PKCS#11 token, or a cloud KMS key. */
   readonly rootProvider: RootProviderOptions;
+  /** During a switch of root provider: the previous one, read-only (KMS_ROOT_PROVIDER_PREVIOUS, KMS_PREVIOUS_*). */
+  readonly previousRootProvider?: RootProviderOptions | undefined;
   /** BYOK: the enterprise plan's tenants and how to reach customers' KMS keys (KMS_ENTERPRISE_TENANTS, KMS_BYOK_*). */
   readonly customerKeys?: CustomerKeySettings;
   readonly kekCache: { readonly maxEntries: number; readonly maxAgeMs: number };
@@ -113,7 +115,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       audience: env["KMS_JWT_AUDIENCE"],
       tenantClaim: env["KMS_JWT_TENANT_CLAIM"] ?? "tenant_id",
     },
-    rootProvider: rootProvider(env, dataDir),
+    rootProvider: rootProvider(() => rootProviderOptionsFromEnv(env, { dataDir })),
+    previousRootProvider: rootProvider(() => previousRootProviderOptionsFromEnv(env, { dataDir })),
     customerKeys: customerKeySettingsFromEnv(env),
     kekCache: {
       maxEntries: integer(env, "KMS_KEK_CACHE_MAX_ENTRIES", 10_000, 0, 1_000_000),
@@ -137,9 +140,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-function rootProvider(env: NodeJS.ProcessEnv, dataDir: string): RootProviderOptions {
+function rootProvider<T>(read: () => T): T {
   try {
-    return rootProviderOptionsFromEnv(env, { dataDir });
+    return read();
   } catch (error) {
     if (error instanceof RootProviderConfigError) throw new ConfigError(error.message);
     throw error;

@@ -25,7 +25,7 @@ import { createRootProvider } from "./providers/create-root-provider.js";
 import { flushDecryptTracking } from "./service/decrypt-tracking.js";
 import { createKekCache } from "./service/kek-cache.js";
 import type { KmsContext } from "./service/kms-context.js";
-import { syncRootKey } from "./service/root-key-registry.js";
+import { prepareRootKeyAtStart, RootKeysNotHeldError } from "./service/root-key-startup.js";
 import { migrateToLatest } from "./storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "./storage/open-database.js";
 import { lockDataDir } from "./storage/pglite/data-dir-lock.js";
@@ -57,7 +57,7 @@ export interface StartOverrides {
 export async function startKms(config: Config, overrides: StartOverrides = {}): Promise<RunningKms> {
   const logger = overrides.logger ?? createJsonLinesLogger();
   // The master key first: a key file others can read must stop start-up before anything is created.
-  const rootProvider = await createRootProvider(config.rootProvider);
+  const rootProvider = await createRootProvider(config.rootProvider, config.previousRootProvider);
   try {
     return await startWithRootProvider(config, overrides, logger, rootProvider);
   } catch (error) {
@@ -87,10 +87,10 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
         ? {}
         : { customerKeys: createCustomerKeys({ enterpriseTenants: config.customerKeys.enterpriseTenants, open: customerKeyOpener(config.customerKeys) }) }),
     };
-    // Record the master key (first start) or switch the provider to the one recorded as current.
-    await syncRootKey(context).catch((error: unknown) =>
-      logger.warn("the master key recorded as current is not usable here; new KEKs are wrapped under this server's own", { err: error }),
-    );
+    // Record the master key (first start) or switch the provider to the one recorded as current; refuse if some KEK could not be unwrapped here.
+    await logRootKeyAtStart(context, logger).catch((error: unknown) => {
+      throw error instanceof RootKeysNotHeldError ? new ConfigError(error.message) : error;
+    });
     let workers: BackgroundWorkers | undefined;
     const keyEvents = createKeyEventService(context, {
       adminSpiffeIds: config.adminSpiffeIds,
@@ -122,7 +122,7 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
       workers = startBackgroundWorkers(context, {
         intervalMs: config.workers.intervalMs,
         jobs: { batchSize: config.workers.rewrapBatchSize, concurrency: config.workers.concurrency, leaseMs: config.workers.leaseMs },
-        tasks: periodicTasks({ rootKeyRotationDays: config.rootKeyRotationDays, eventRetentionDays: config.eventRetentionDays }),
+        tasks: periodicTasks({ rootKeyRotationDays: config.rootKeyRotationDays, eventRetentionDays: config.eventRetentionDays, logger }),
         logger,
       });
     }
@@ -156,6 +156,27 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
     if (ownsDatabase) await database?.close();
     await lock?.release();
     throw error;
+  }
+}
+
+async function logRootKeyAtStart(context: KmsContext, logger: Logger): Promise<void> {
+  const root = await prepareRootKeyAtStart(context);
+  const key = { provider: root.current.provider, root_key_id: root.current.root_key_id };
+  if (root.misaligned !== undefined) {
+    logger.warn("the master key recorded as current is not usable here; new KEKs are wrapped under this server's own", { ...key, err: root.misaligned });
+  }
+  if (root.adoptedFrom !== undefined) {
+    logger.info("root provider reconfigured: no KEK was under the previous master key, the configured one is now current", { ...key, replaced: root.adoptedFrom });
+  }
+  if (root.switchPending) {
+    logger.info("root provider switch configured: KEKs are still wrapped under the previous provider until SwitchRootProvider is called", {
+      ...key,
+      previous_provider: root.previous?.provider,
+    });
+  } else if (root.previous !== undefined) {
+    const fields = { ...key, previous_provider: root.previous.provider, keks_under_previous: root.previous.keks };
+    if (root.previous.removable) logger.warn("the previous root provider is no longer needed: remove KMS_ROOT_PROVIDER_PREVIOUS and its KMS_PREVIOUS_* settings", fields);
+    else logger.info("root provider switch under way: KEKs are being re-wrapped from the previous provider", fields);
   }
 }
 

@@ -16,7 +16,9 @@ import { destructionTask } from "./destruction.js";
 import { eventPruningTask } from "./event-pruning.js";
 import { purgeTask } from "./purge.js";
 import { scheduledRotationTask } from "./rotation-scheduler.js";
+import type { BackgroundLogger } from "./job-handler.js";
 import { rootKeyRotationTask } from "./root-key-rotation-task.js";
+import { rootProviderSwitchTask } from "./root-provider-switch-task.js";
 
 export interface PeriodicTask {
   /** Names the task in log lines. */
@@ -32,6 +34,8 @@ export interface PeriodicTaskSettings {
   readonly rootKeyRotationDays: number;
   /** Key events older than this many days are pruned (KMS_EVENT_RETENTION_DAYS); default 7. */
   readonly eventRetentionDays?: number | undefined;
+  /** For tasks that report to the operator (the end of a switch of root provider); without it they are left out. */
+  readonly logger?: BackgroundLogger | undefined;
 }
 
 export function periodicTasks(settings: PeriodicTaskSettings): PeriodicTask[] {
@@ -42,5 +46,6 @@ export function periodicTasks(settings: PeriodicTaskSettings): PeriodicTask[] {
     { name: "dek-purge", run: purgeTask, everyMs: 5 * 60_000 },
     { name: "key-destruction", run: destructionTask, everyMs: 60_000 },
     { name: "customer-key-probe", run: probeCustomerKeys, everyMs: 60_000 },
+    ...(settings.logger === undefined ? [] : [{ name: "root-provider-switch", run: rootProviderSwitchTask(settings.logger), everyMs: 10_000 }]),
   ];
 }

@@ -84,6 +84,8 @@ async function openRootRewrap(context: KmsContext, job: JobRow, settings: JobSet
       if (provider.currentKeyId !== target) {
         throw new Error(`this server's ${provider.name} provider wraps under ${provider.currentKeyId}, not the current master key ${target}`);
       }
+      // Read before the wraps: the record must name the provider that wrapped.
+      const targetProvider = provider.name;
       const blobs = await mapLimited(rows, PROVIDER_PARALLELISM, async (row) => {
         const wrapContext = { tenantId: row.tenant_id, keyId: row.key_id, kekVersion: row.version };
         const plaintext = await provider.unwrap(row.wrapped_material, wrapContext, row.root_key_id);
@@ -93,8 +95,10 @@ async function openRootRewrap(context: KmsContext, job: JobRow, settings: JobSet
           wipe(plaintext);
         }
       });
+      // The target row's share lock keeps a switch or rotation out until this batch commits; this guards the rest.
+      if (provider.currentKeyId !== target || provider.name !== targetProvider) throw new Error(`the master key changed during a re-wrap batch of job ${jobId}; the batch is rolled back`);
       const updated = await sql`
-        update kek_versions as k set wrapped_material = v.wrapped, root_key_id = ${target}, root_provider = ${provider.name}
+        update kek_versions as k set wrapped_material = v.wrapped, root_key_id = ${target}, root_provider = ${targetProvider}
         from unnest(${rows.map((r) => r.tenant_id)}::text[], ${rows.map((r) => r.key_id)}::text[],
                     ${rows.map((r) => r.version)}::integer[], ${blobs}::bytea[]) as v (tenant_id, key_id, version, wrapped)
         where k.tenant_id = v.tenant_id and k.key_id = v.key_id and k.version = v.version and k.wrapped_material is not null`.execute(tx);

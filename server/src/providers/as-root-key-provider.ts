@@ -56,6 +56,7 @@ export function asRootKeyProvider(provider: KeyWrappingProvider): RootKeyProvide
         throw rootError(error, provider, `KEK version ${context.kekVersion} of key ${context.keyId} failed to unwrap under the master key`);
       }
     },
+    holdsKey: (rootKeyId) => rootKeyId === provider.keyRef,
     close: () => provider.close(),
   };
 }

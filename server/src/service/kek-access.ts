@@ -23,6 +23,14 @@ export interface WrappedKekRow {
   readonly rootProvider?: string | undefined;
 }
 
+/**
+ * Unwraps in flight, per cache and KEK version: concurrent misses on one KEK
+ * (a cold cache under load) wait for the first one's unwrap and read its
+ * cached result, so the provider — a customer's KMS, with its quota — sees one
+ * call per KEK per cache lifetime, not one per caller in flight.
+ */
+const unwrapsInFlight = new WeakMap<KmsContext["kekCache"], Map<string, Promise<unknown>>>();
+
 export async function withKek<T>(context: KmsContext, row: WrappedKekRow, use: (kek: UnwrappedKek) => T): Promise<T> {
   const scope = { tenantId: row.tenantId, keyId: row.keyId, keyUid: row.keyUid, kekVersion: row.kekVersion };
   const cached = context.kekCache.get(scope);
@@ -31,15 +39,39 @@ export async function withKek<T>(context: KmsContext, row: WrappedKekRow, use: (
   if (row.wrappedKek === null) {
     throw new KmsError("INTERNAL", `KEK version ${row.kekVersion} of key ${row.keyId} has no material left`);
   }
-  const secret = await unwrapKekSecret(context, { ...row, wrappedKek: row.wrappedKek });
-  const kek = importKek(row.kekAlgorithm, secret);
-  // Another call may have unwrapped the same KEK meanwhile; keep the cached one.
-  const raced = context.kekCache.get(scope);
-  if (raced !== undefined) {
-    wipeKek(kek);
-    return use(raced);
+  let inFlight = unwrapsInFlight.get(context.kekCache);
+  if (inFlight === undefined) unwrapsInFlight.set(context.kekCache, (inFlight = new Map()));
+  const id = `${row.tenantId}\u0000${row.keyId}\u0000${Buffer.from(row.keyUid).toString("hex")}\u0000${row.kekVersion}`;
+  const leader = inFlight.get(id);
+  if (leader !== undefined) {
+    await leader.catch(() => undefined);
+    const shared = context.kekCache.get(scope);
+    if (shared !== undefined) return use(shared);
+    // The leader failed or could not cache (a cache of size 0): unwrap on our own.
   }
-  if (context.kekCache.set(scope, kek)) return use(kek);
+  const unwrapping = unwrapKekSecret(context, { ...row, wrappedKek: row.wrappedKek });
+  // Followers are released once the result is cached, or the unwrap failed.
+  let release = (): void => undefined;
+  if (leader === undefined) {
+    const done = new Promise<void>((resolve) => (release = resolve));
+    inFlight.set(id, done);
+    void done.then(() => {
+      if (inFlight.get(id) === done) inFlight.delete(id);
+    });
+  }
+  let kek: UnwrappedKek;
+  try {
+    kek = importKek(row.kekAlgorithm, await unwrapping);
+    // Another call may have unwrapped the same KEK meanwhile; keep the cached one.
+    const raced = context.kekCache.get(scope);
+    if (raced !== undefined) {
+      wipeKek(kek);
+      return use(raced);
+    }
+    if (context.kekCache.set(scope, kek)) return use(kek);
+  } finally {
+    release();
+  }
   try {
     return use(kek);
   } finally {

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file matih/kms/v1/admin_service.proto.
  */
 export const file_matih_kms_v1_admin_service: GenFile = /*@__PURE__*/
-  fileDesc("CiBtYXRpaC9rbXMvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMbWF0aWgua21zLnYxIhkKF0dldFJvb3RLZXlTdGF0dXNSZXF1ZXN0IkcKGEdldFJvb3RLZXlTdGF0dXNSZXNwb25zZRIrCgZzdGF0dXMYASABKAsyGy5tYXRpaC5rbXMudjEuUm9vdEtleVN0YXR1cyIWChRSb3RhdGVSb290S2V5UmVxdWVzdCJEChVSb3RhdGVSb290S2V5UmVzcG9uc2USKwoGc3RhdHVzGAEgASgLMhsubWF0aWgua21zLnYxLlJvb3RLZXlTdGF0dXMi3wEKDVJvb3RLZXlTdGF0dXMSEAoIcHJvdmlkZXIYASABKAkSFgoOY3VycmVudF9rZXlfaWQYAiABKAkSOwoXY3VycmVudF9rZXlfY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEm5leHRfcm90YXRpb25fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTa2Vrc19wZW5kaW5nX3Jld3JhcBgFIAEoBBISCgprZWtzX3RvdGFsGAYgASgEMpcCCgxBZG1pblNlcnZpY2USgQEKEEdldFJvb3RLZXlTdGF0dXMSJS5tYXRpaC5rbXMudjEuR2V0Um9vdEtleVN0YXR1c1JlcXVlc3QaJi5tYXRpaC5rbXMudjEuR2V0Um9vdEtleVN0YXR1c1Jlc3BvbnNlIh6C0+STAhgSFi9hcGkvdjEvYWRtaW4vcm9vdC1rZXkSggEKDVJvdGF0ZVJvb3RLZXkSIi5tYXRpaC5rbXMudjEuUm90YXRlUm9vdEtleVJlcXVlc3QaIy5tYXRpaC5rbXMudjEuUm90YXRlUm9vdEtleVJlc3BvbnNlIiiC0+STAiI6ASoiHS9hcGkvdjEvYWRtaW4vcm9vdC1rZXk6cm90YXRlYgZwcm90bzM", [file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("CiBtYXRpaC9rbXMvdjEvYWRtaW5fc2VydmljZS5wcm90bxIMbWF0aWgua21zLnYxIhkKF0dldFJvb3RLZXlTdGF0dXNSZXF1ZXN0IkcKGEdldFJvb3RLZXlTdGF0dXNSZXNwb25zZRIrCgZzdGF0dXMYASABKAsyGy5tYXRpaC5rbXMudjEuUm9vdEtleVN0YXR1cyIWChRSb3RhdGVSb290S2V5UmVxdWVzdCJEChVSb3RhdGVSb290S2V5UmVzcG9uc2USKwoGc3RhdHVzGAEgASgLMhsubWF0aWgua21zLnYxLlJvb3RLZXlTdGF0dXMiPQoZU3dpdGNoUm9vdFByb3ZpZGVyUmVxdWVzdBIQCghwcm92aWRlchgBIAEoCRIOCgZrZXlfaWQYAiABKAkiSQoaU3dpdGNoUm9vdFByb3ZpZGVyUmVzcG9uc2USKwoGc3RhdHVzGAEgASgLMhsubWF0aWgua21zLnYxLlJvb3RLZXlTdGF0dXMiiAMKDVJvb3RLZXlTdGF0dXMSEAoIcHJvdmlkZXIYASABKAkSFgoOY3VycmVudF9rZXlfaWQYAiABKAkSOwoXY3VycmVudF9rZXlfY3JlYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEm5leHRfcm90YXRpb25fdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTa2Vrc19wZW5kaW5nX3Jld3JhcBgFIAEoBBISCgprZWtzX3RvdGFsGAYgASgEEhsKE2NvbmZpZ3VyZWRfcHJvdmlkZXIYByABKAkSGQoRY29uZmlndXJlZF9rZXlfaWQYCCABKAkSMAoGcmV3cmFwGAkgASgLMiAubWF0aWgua21zLnYxLlJvb3RSZXdyYXBQcm9ncmVzcxI9ChFwcmV2aW91c19wcm92aWRlchgKIAEoCzIiLm1hdGloLmttcy52MS5QcmV2aW91c1Jvb3RQcm92aWRlciJVChJSb290UmV3cmFwUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgEEgwKBGRvbmUYAiABKAQSDQoFdG90YWwYAyABKAQSEgoKbGFzdF9lcnJvchgEIAEoCSJRChRQcmV2aW91c1Jvb3RQcm92aWRlchIQCghwcm92aWRlchgBIAEoCRIUCgxrZWtzX3dyYXBwZWQYAiABKAQSEQoJcmVtb3ZhYmxlGAMgASgIMrQDCgxBZG1pblNlcnZpY2USgQEKEEdldFJvb3RLZXlTdGF0dXMSJS5tYXRpaC5rbXMudjEuR2V0Um9vdEtleVN0YXR1c1JlcXVlc3QaJi5tYXRpaC5rbXMudjEuR2V0Um9vdEtleVN0YXR1c1Jlc3BvbnNlIh6C0+STAhgSFi9hcGkvdjEvYWRtaW4vcm9vdC1rZXkSggEKDVJvdGF0ZVJvb3RLZXkSIi5tYXRpaC5rbXMudjEuUm90YXRlUm9vdEtleVJlcXVlc3QaIy5tYXRpaC5rbXMudjEuUm90YXRlUm9vdEtleVJlc3BvbnNlIiiC0+STAiI6ASoiHS9hcGkvdjEvYWRtaW4vcm9vdC1rZXk6cm90YXRlEpoBChJTd2l0Y2hSb290UHJvdmlkZXISJy5tYXRpaC5rbXMudjEuU3dpdGNoUm9vdFByb3ZpZGVyUmVxdWVzdBooLm1hdGloLmttcy52MS5Td2l0Y2hSb290UHJvdmlkZXJSZXNwb25zZSIxgtPkkwIrOgEqIiYvYXBpL3YxL2FkbWluL3Jvb3Qta2V5OnN3aXRjaC1wcm92aWRlcmIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message matih.kms.v1.GetRootKeyStatusRequest
@@ -76,6 +76,52 @@ export const RotateRootKeyResponseSchema: GenMessage<RotateRootKeyResponse> = /*
   messageDesc(file_matih_kms_v1_admin_service, 3);
 
 /**
+ * @generated from message matih.kms.v1.SwitchRootProviderRequest
+ */
+export type SwitchRootProviderRequest = Message<"matih.kms.v1.SwitchRootProviderRequest"> & {
+  /**
+   * The provider the caller means to switch to ("pkcs11", "aws-kms", ...);
+   * refused with INVALID_FIELD if this server is configured with another.
+   * Empty: whatever this server is configured with.
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * The key the caller means to switch to (as in RootKeyStatus.configured_key_id);
+   * refused with INVALID_FIELD if it is not this server's. Empty: no check.
+   *
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+};
+
+/**
+ * Describes the message matih.kms.v1.SwitchRootProviderRequest.
+ * Use `create(SwitchRootProviderRequestSchema)` to create a new message.
+ */
+export const SwitchRootProviderRequestSchema: GenMessage<SwitchRootProviderRequest> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_admin_service, 4);
+
+/**
+ * @generated from message matih.kms.v1.SwitchRootProviderResponse
+ */
+export type SwitchRootProviderResponse = Message<"matih.kms.v1.SwitchRootProviderResponse"> & {
+  /**
+   * @generated from field: matih.kms.v1.RootKeyStatus status = 1;
+   */
+  status?: RootKeyStatus | undefined;
+};
+
+/**
+ * Describes the message matih.kms.v1.SwitchRootProviderResponse.
+ * Use `create(SwitchRootProviderResponseSchema)` to create a new message.
+ */
+export const SwitchRootProviderResponseSchema: GenMessage<SwitchRootProviderResponse> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_admin_service, 5);
+
+/**
  * @generated from message matih.kms.v1.RootKeyStatus
  */
 export type RootKeyStatus = Message<"matih.kms.v1.RootKeyStatus"> & {
@@ -114,6 +160,35 @@ export type RootKeyStatus = Message<"matih.kms.v1.RootKeyStatus"> & {
    * @generated from field: uint64 keks_total = 6;
    */
   keksTotal: bigint;
+
+  /**
+   * The provider and key this server is configured to wrap under
+   * (KMS_ROOT_PROVIDER). They differ from provider and current_key_id while a
+   * switch of root provider waits for SwitchRootProvider.
+   *
+   * @generated from field: string configured_provider = 7;
+   */
+  configuredProvider: string;
+
+  /**
+   * @generated from field: string configured_key_id = 8;
+   */
+  configuredKeyId: string;
+
+  /**
+   * The master-key re-wrap under way (after a rotation or a switch), if any.
+   *
+   * @generated from field: matih.kms.v1.RootRewrapProgress rewrap = 9;
+   */
+  rewrap?: RootRewrapProgress | undefined;
+
+  /**
+   * The previous root provider this server still unwraps with
+   * (KMS_ROOT_PROVIDER_PREVIOUS); unset when none is configured.
+   *
+   * @generated from field: matih.kms.v1.PreviousRootProvider previous_provider = 10;
+   */
+  previousProvider?: PreviousRootProvider | undefined;
 };
 
 /**
@@ -121,7 +196,75 @@ export type RootKeyStatus = Message<"matih.kms.v1.RootKeyStatus"> & {
  * Use `create(RootKeyStatusSchema)` to create a new message.
  */
 export const RootKeyStatusSchema: GenMessage<RootKeyStatus> = /*@__PURE__*/
-  messageDesc(file_matih_kms_v1_admin_service, 4);
+  messageDesc(file_matih_kms_v1_admin_service, 6);
+
+/**
+ * @generated from message matih.kms.v1.RootRewrapProgress
+ */
+export type RootRewrapProgress = Message<"matih.kms.v1.RootRewrapProgress"> & {
+  /**
+   * @generated from field: uint64 job_id = 1;
+   */
+  jobId: bigint;
+
+  /**
+   * KEK versions re-wrapped so far, of the total the job found when it started.
+   *
+   * @generated from field: uint64 done = 2;
+   */
+  done: bigint;
+
+  /**
+   * @generated from field: uint64 total = 3;
+   */
+  total: bigint;
+
+  /**
+   * The last failed attempt (the job retries with a back-off), if any.
+   *
+   * @generated from field: string last_error = 4;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message matih.kms.v1.RootRewrapProgress.
+ * Use `create(RootRewrapProgressSchema)` to create a new message.
+ */
+export const RootRewrapProgressSchema: GenMessage<RootRewrapProgress> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_admin_service, 7);
+
+/**
+ * @generated from message matih.kms.v1.PreviousRootProvider
+ */
+export type PreviousRootProvider = Message<"matih.kms.v1.PreviousRootProvider"> & {
+  /**
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * KEK versions still wrapped under a master key only this provider holds.
+   *
+   * @generated from field: uint64 keks_wrapped = 2;
+   */
+  keksWrapped: bigint;
+
+  /**
+   * Switched, and no KEK left under it: KMS_ROOT_PROVIDER_PREVIOUS may be
+   * removed from the configuration.
+   *
+   * @generated from field: bool removable = 3;
+   */
+  removable: boolean;
+};
+
+/**
+ * Describes the message matih.kms.v1.PreviousRootProvider.
+ * Use `create(PreviousRootProviderSchema)` to create a new message.
+ */
+export const PreviousRootProviderSchema: GenMessage<PreviousRootProvider> = /*@__PURE__*/
+  messageDesc(file_matih_kms_v1_admin_service, 8);
 
 /**
  * Operations on the root of trust, for privileged service identities only.
@@ -150,6 +293,20 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof RotateRootKeyRequestSchema;
     output: typeof RotateRootKeyResponseSchema;
+  },
+  /**
+   * Moves the master key to the root provider this server is configured with
+   * (KMS_ROOT_PROVIDER), from the previous one it still holds read-only
+   * (KMS_ROOT_PROVIDER_PREVIOUS): new KEKs are wrapped under the new provider
+   * at once, and every KEK is re-wrapped under it in the background. Calling
+   * it again once switched changes nothing.
+   *
+   * @generated from rpc matih.kms.v1.AdminService.SwitchRootProvider
+   */
+  switchRootProvider: {
+    methodKind: "unary";
+    input: typeof SwitchRootProviderRequestSchema;
+    output: typeof SwitchRootProviderResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_matih_kms_v1_admin_service, 0);

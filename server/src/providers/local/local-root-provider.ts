@@ -53,9 +53,23 @@ interface KeyVersion {
   readonly material: Buffer;
 }
 
-export async function openLocalRootProvider(dataDir: string): Promise<LocalRootProvider> {
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await createKeyFileIfAbsent(join(dataDir, MASTER_KEY_FILE));
+export interface LocalRootProviderOptions {
+  /**
+   * false opens existing key files only (a previous root provider, which must
+   * never mint a key nothing was wrapped under): no master.key is an error.
+   */
+  readonly createIfMissing?: boolean;
+}
+
+export async function openLocalRootProvider(dataDir: string, options: LocalRootProviderOptions = {}): Promise<LocalRootProvider> {
+  if (options.createIfMissing === false) {
+    await stat(join(dataDir, MASTER_KEY_FILE)).catch((error: unknown) => {
+      throw new MasterKeyFileError(`no master key file ${join(dataDir, MASTER_KEY_FILE)} to open (${(error as NodeJS.ErrnoException).code ?? "unreadable"})`);
+    });
+  } else {
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    await createKeyFileIfAbsent(join(dataDir, MASTER_KEY_FILE));
+  }
   const versions = new Map<string, KeyVersion>();
   let closed = false;
 
@@ -101,6 +115,7 @@ export async function openLocalRootProvider(dataDir: string): Promise<LocalRootP
     get keyIds() {
       return [...versions.values()].sort((a, b) => a.version - b.version).map((v) => v.id);
     },
+    holdsKey: (rootKeyId: string) => versions.has(rootKeyId),
     async wrap(plaintext: Uint8Array, context: KekWrapContext): Promise<Buffer> {
       return sealAesGcm(current.material, plaintext, encodeKekWrapContext(context));
     },
