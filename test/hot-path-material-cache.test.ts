@@ -54,6 +54,27 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     expect((await dataKeys.generateDataKey({ tenantId, keyId: "k" })).dekVersion).toBe(2);
   });
 
+  it("a remembered reference never lets a tampered one through: every byte flipped is refused, the original still served", async () => {
+    const { keys, dataKeys } = kms.clients();
+    const tenantId = "warm-tamper";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const first = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+    const second = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+    expect(Buffer.from(second.reference)).toEqual(Buffer.from(first.reference));
+    await dataKeys.decrypt({ tenantId, keyId: "k", reference: first.reference });
+    const tagStart = first.reference.byteLength - 16;
+    for (let at = tagStart; at < first.reference.byteLength; at++) {
+      const tampered = Buffer.from(first.reference);
+      tampered[at]! ^= 0x01;
+      await expectRefusal(dataKeys.decrypt({ tenantId, keyId: "k", reference: tampered }), {
+        code: Code.InvalidArgument,
+        reason: "REFERENCE_TAMPERED",
+      });
+    }
+    const again = await dataKeys.decrypt({ tenantId, keyId: "k", reference: first.reference });
+    expect(Buffer.from(again.plaintext)).toEqual(Buffer.from(first.plaintext));
+  });
+
   it("on PGlite a repeated read runs no statement, and any write makes the next read run one", async (ctx) => {
     const counters = activity();
     if (counters === undefined) return ctx.skip();

@@ -21,6 +21,8 @@ export interface UnwrappedDataKey {
   readonly plaintext: Buffer;
   /** The last Decrypt of this version on record, if any. */
   readonly lastDecryptTime: Date | undefined;
+  /** The row this came from: the same object while the row is unchanged (issued-references.ts). */
+  readonly row: object;
 }
 
 export async function unwrapDataKey(
@@ -66,5 +68,5 @@ export async function unwrapDataKey(
       }
     },
   );
-  return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined };
+  return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined, row: material };
 }

@@ -11,6 +11,7 @@ import { invalidField, KmsError } from "../domain/kms-error.js";
 import type { KmsContext } from "./kms-context.js";
 import { unwrapDataKey } from "./data-key-material.js";
 import { noteDecryptServed } from "./decrypt-tracking.js";
+import { isIssuedReference, rememberVerifiedReference } from "./issued-references.js";
 
 export interface DecryptedDataKey {
   readonly plaintext: Buffer;
@@ -44,9 +45,12 @@ export async function decryptDataKey(
     wipe(dek.plaintext);
     throw new KmsError("REFERENCE_KEY_MISMATCH", `reference: names an earlier key that had the id ${keyId}`, { field: "reference" });
   }
-  if (!verifyDekReferenceTag(parsed, dek.plaintext)) {
-    wipe(dek.plaintext);
-    throw new KmsError("REFERENCE_TAMPERED", "reference: integrity check failed; it was altered after it was issued", { field: "reference" });
+  if (!isIssuedReference(dek.row, input.reference)) {
+    if (!verifyDekReferenceTag(parsed, dek.plaintext)) {
+      wipe(dek.plaintext);
+      throw new KmsError("REFERENCE_TAMPERED", "reference: integrity check failed; it was altered after it was issued", { field: "reference" });
+    }
+    rememberVerifiedReference(dek.row, input.reference);
   }
   // For the purge's quiet window: written now only when the version's recorded use is old, else in the background.
   await noteDecryptServed(context, tenantId, keyId, dek.dekVersion, dek.lastDecryptTime);

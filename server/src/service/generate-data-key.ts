@@ -3,6 +3,7 @@ import { encodeDekReference } from "../crypto/dek-reference.js";
 import { requireValidId } from "../domain/identifiers.js";
 import type { KmsContext } from "./kms-context.js";
 import { unwrapDataKey } from "./data-key-material.js";
+import { issuedReference } from "./issued-references.js";
 
 export interface GeneratedDataKey {
   /** The caller owns this buffer and should wipe it once it is sent. */
@@ -15,6 +16,8 @@ export async function generateDataKey(context: KmsContext, input: { tenantId: st
   const tenantId = requireValidId("tenant_id", input.tenantId);
   const keyId = requireValidId("key_id", input.keyId);
   const dek = await unwrapDataKey(context, tenantId, keyId, "primary");
-  const reference = encodeDekReference({ tenantId, keyId, keyUid: dek.keyUid, dekVersion: dek.dekVersion }, dek.plaintext);
+  const reference = issuedReference(dek.row, () =>
+    encodeDekReference({ tenantId, keyId, keyUid: dek.keyUid, dekVersion: dek.dekVersion }, dek.plaintext),
+  );
   return { plaintext: dek.plaintext, reference, dekVersion: dek.dekVersion };
 }
