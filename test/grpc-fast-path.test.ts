@@ -50,7 +50,12 @@ const dataKey: ServiceImpl<typeof DataKeyService> = {
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       slowCallsFinished++;
     }
-    if (req.keyId === "headers") ctx.responseTrailer.set("x-served-by", "stub");
+    if (req.keyId === "headers") {
+      ctx.responseTrailer.set("x-served-by", "stub");
+      ctx.responseTrailer.set("x-seen-tag", ctx.requestHeader.get("x-tag") ?? "none");
+      ctx.responseTrailer.set("x-deadline-set", String(ctx.timeoutMs() !== undefined && ctx.timeoutMs()! > 0));
+      ctx.responseTrailer.set("x-procedure", `${ctx.service.typeName}/${ctx.method.name} ${ctx.protocolName} ${ctx.requestMethod}`);
+    }
     const plaintext = Buffer.alloc(32, 0x5a);
     handedOut.push(plaintext);
     return { plaintext, reference: Buffer.from(`ref:${req.tenantId}/${req.keyId}`), dekVersion: 7 };
@@ -291,10 +296,17 @@ describe("the gRPC fast path answers exactly as connect-node does", () => {
     expect(slowCallsFinished).toBe(slowBefore); // answered while the implementation was still at work
   });
 
-  it("trailers the implementation sets are sent", async () => {
-    const { fast: f, connect: c } = await bothRoutes({ method: "GenerateDataKey", body: generateBody("acme", "headers") });
-    expect(f.extraTrailers).toEqual({ "x-served-by": "stub" });
-    expect(c.extraTrailers).toEqual({ "x-served-by": "stub" });
+  it("the implementation's context carries request headers, deadline, method and protocol; trailers it sets are sent", async () => {
+    const request: RawRequest = { method: "GenerateDataKey", body: generateBody("acme", "headers"), headers: { "x-tag": "t-42", "grpc-timeout": "5S" } };
+    const { fast: f, connect: c } = await bothRoutes(request);
+    const expected = {
+      "x-served-by": "stub",
+      "x-seen-tag": "t-42",
+      "x-deadline-set": "true",
+      "x-procedure": "matih.kms.v1.DataKeyService/GenerateDataKey grpc POST",
+    };
+    expect(f.extraTrailers).toEqual(expected);
+    expect(c.extraTrailers).toEqual(expected);
   });
 });
 

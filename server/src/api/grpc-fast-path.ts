@@ -20,7 +20,7 @@
  */
 import type { Http2ServerResponse } from "node:http2";
 import { create, type DescMessage, type DescMethodUnary, fromBinary, isMessage, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type ContextValues, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { DataKeyService } from "../../../gen/matih/kms/v1/data_key_service_pb.js";
 import { KmsError } from "../domain/kms-error.js";
@@ -137,36 +137,37 @@ class FastCall {
     }, timeoutMs);
   }
 
-  /** A HandlerContext whose header bags are made only if the implementation looks at them. */
-  handlerContext(req: NodeRequest, values: ReturnType<typeof createContextValues>, shutdownSignal: AbortSignal): HandlerContext {
-    const call = this;
-    const deadlineAt = this.#deadlineAt;
-    let requestHeader: Headers | undefined;
-    return {
-      method: this.#fast.method,
-      service: DataKeyService,
-      get signal() {
-        call.#abort ??= linkedAbortController(shutdownSignal);
-        return call.#abort.signal;
-      },
-      timeoutMs: () => (deadlineAt === undefined ? undefined : deadlineAt - Date.now()),
-      requestMethod: "POST",
-      get requestHeader() {
-        requestHeader ??= headersOf(req.headers);
-        return requestHeader;
-      },
-      get responseHeader() {
-        call.#responseHeader ??= new Headers();
-        return call.#responseHeader;
-      },
-      get responseTrailer() {
-        call.#responseTrailer ??= new Headers();
-        return call.#responseTrailer;
-      },
-      protocolName: "grpc",
-      values,
-      url: this.#url,
-    };
+  /** The implementation's HandlerContext; its header bags are made only if it looks at them. */
+  handlerContext(req: NodeRequest, values: ContextValues, shutdownSignal: AbortSignal): HandlerContext {
+    return new FastHandlerContext(this, req, values, shutdownSignal);
+  }
+
+  /** For FastHandlerContext: the call's abort signal, made on first use. */
+  signal(shutdownSignal: AbortSignal): AbortSignal {
+    this.#abort ??= linkedAbortController(shutdownSignal);
+    return this.#abort.signal;
+  }
+
+  get deadlineAt(): number | undefined {
+    return this.#deadlineAt;
+  }
+
+  get method(): DescMethodUnary {
+    return this.#fast.method;
+  }
+
+  get url(): string {
+    return this.#url;
+  }
+
+  get responseHeader(): Headers {
+    this.#responseHeader ??= new Headers();
+    return this.#responseHeader;
+  }
+
+  get responseTrailer(): Headers {
+    this.#responseTrailer ??= new Headers();
+    return this.#responseTrailer;
   }
 
   respond(message: Uint8Array): void {
@@ -205,14 +206,17 @@ class FastCall {
   }
 
   #headers(base: Record<string, string | number>): Record<string, string | number | string[]> {
+    if (this.#responseHeader === undefined) return base;
     const headers: Record<string, string | number | string[]> = { ...base };
-    this.#responseHeader?.forEach((value, key) => {
+    this.#responseHeader.forEach((value, key) => {
       if (!(key in headers)) headers[key] = value;
     });
     return headers;
   }
 
   #trailers(error: ConnectError | undefined): Record<string, string> {
+    // The common case without a Headers object: they cost more than the rest of the answer.
+    if (error === undefined && this.#responseTrailer === undefined) return { "grpc-status": "0" };
     const into: Record<string, string> = {};
     const status = setTrailerStatus(new Headers(this.#responseTrailer), error);
     status.forEach((value, key) => {
@@ -220,6 +224,58 @@ class FastCall {
       into[key] = key === "grpc-message" ? percentEncodeGrpcMessage(decodeURIComponent(value)) : value;
     });
     return into;
+  }
+}
+
+/**
+ * connect's HandlerContext for one fast-path call. A class with getters on its
+ * prototype: cheap to make per call, unlike an object literal with getters.
+ */
+class FastHandlerContext implements HandlerContext {
+  readonly #call: FastCall;
+  readonly #req: NodeRequest;
+  readonly #shutdownSignal: AbortSignal;
+  #requestHeader: Headers | undefined;
+  readonly values: ContextValues;
+  readonly service = DataKeyService;
+  readonly requestMethod = "POST";
+  readonly protocolName = "grpc";
+
+  constructor(call: FastCall, req: NodeRequest, values: ContextValues, shutdownSignal: AbortSignal) {
+    this.#call = call;
+    this.#req = req;
+    this.values = values;
+    this.#shutdownSignal = shutdownSignal;
+  }
+
+  get method(): DescMethodUnary {
+    return this.#call.method;
+  }
+
+  get url(): string {
+    return this.#call.url;
+  }
+
+  get signal(): AbortSignal {
+    return this.#call.signal(this.#shutdownSignal);
+  }
+
+  readonly timeoutMs = (): number | undefined => {
+    const deadlineAt = this.#call.deadlineAt;
+    return deadlineAt === undefined ? undefined : deadlineAt - Date.now();
+  };
+
+  get requestHeader(): Headers {
+    this.#requestHeader ??= headersOf(this.#req.headers);
+    return this.#requestHeader;
+  }
+
+  get responseHeader(): Headers {
+    return this.#call.responseHeader;
+  }
+
+  get responseTrailer(): Headers {
+    return this.#call.responseTrailer;
   }
 }
 

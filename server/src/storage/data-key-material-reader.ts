@@ -54,13 +54,9 @@ export async function readDataKeyMaterial(
   }
   // Ids cannot contain '/', so this is unambiguous.
   const id = `${tenantId}/${keyId}/${dekVersion}`;
+  // First in, first out when full: a write empties the cache often enough that recency buys little.
   const kept = cache.rows.get(id);
-  if (kept !== undefined) {
-    // Map order is insertion order: re-inserting makes it least recently used last.
-    cache.rows.delete(id);
-    cache.rows.set(id, kept);
-    return kept;
-  }
+  if (kept !== undefined) return kept;
 
   const row = await loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
   // Keep it only if nothing was written between taking the generation and the read.
