@@ -54,6 +54,25 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     expect((await dataKeys.generateDataKey({ tenantId, keyId: "k" })).dekVersion).toBe(2);
   });
 
+  it("concurrent reads of many keys and versions, present and missing, each get exactly their own row", async () => {
+    const { keys } = kms.clients();
+    const tenantId = "many-reads";
+    for (const keyId of ["a", "b", "c"]) await keys.createKey({ tenantId, keyId });
+    await keys.rotateKey({ tenantId, keyId: "b" });
+    await keys.revokeKey({ tenantId, keyId: "c" });
+    const asks: Array<[string, string, number | "primary"]> = [];
+    for (let round = 0; round < 20; round++) {
+      for (const keyId of ["a", "b", "c", "missing"]) asks.push([tenantId, keyId, "primary"], [tenantId, keyId, 1], [tenantId, keyId, 2]);
+      asks.push(["other-tenant", "a", "primary"]);
+    }
+    const db = kms.context.db;
+    const expected = await Promise.all(asks.map(([t, k, v]) => loadDataKeyMaterial(db, t, k, v)));
+    const got = await Promise.all(asks.map(([t, k, v]) => readDataKeyMaterial(db, t, k, v)));
+    expect(got).toEqual(expected);
+    // Per round: a primary and 1, b primary, 1 and 2, c (revoked: still read) primary and 1.
+    expect(got.filter((row) => row !== undefined).length).toBe(20 * 7);
+  });
+
   it("a remembered reference never lets a tampered one through: every byte flipped is refused, the original still served", async () => {
     const { keys, dataKeys } = kms.clients();
     const tenantId = "warm-tamper";

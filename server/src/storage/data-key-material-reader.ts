@@ -13,11 +13,13 @@
  * Kept: the row as read — key and version states, wrapped (never plaintext)
  * material. Not kept: "not found" answers, and anything read through a
  * transaction or a derived handle, which have no write generation. On
- * PostgreSQL every call reads, since other replicas write too, through a
- * statement prepared once per connection (prepared-statements.ts).
+ * PostgreSQL every call reads, since other replicas write too: the reads of
+ * calls arriving together share one prepared statement
+ * (batched-material-reads.ts).
  */
 import type { Executor } from "./database.js";
-import { type DataKeyMaterial, dataKeyMaterialQuery, loadDataKeyMaterial } from "./dek-version.repository.js";
+import { createBatchedMaterialRead, type MaterialRead } from "./batched-material-reads.js";
+import { type DataKeyMaterial, loadDataKeyMaterial } from "./dek-version.repository.js";
 import { engineActivityOf } from "./engine-activity.js";
 import { type PreparedStatementRunner, preparedStatementRunnerOf } from "./prepared-statements.js";
 
@@ -38,7 +40,7 @@ export async function readDataKeyMaterial(
   dekVersion: number | "primary",
 ): Promise<DataKeyMaterial | undefined> {
   const runPrepared = preparedStatementRunnerOf(db);
-  if (runPrepared !== undefined) return loadPrepared(db, runPrepared, tenantId, keyId, dekVersion);
+  if (runPrepared !== undefined) return batchedReadOf(db, runPrepared)(tenantId, keyId, dekVersion);
   const activity = engineActivityOf(db);
   if (activity === undefined) return loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
 
@@ -70,47 +72,13 @@ export async function readDataKeyMaterial(
   return row;
 }
 
-/**
- * The statement text for each shape of the read ("primary" or a numbered
- * version), compiled once by kysely from the same query builder, and where
- * each call's values go in its parameter list.
- */
-interface PreparedShape {
-  readonly name: string;
-  readonly text: string;
-  readonly slots: ReadonlyArray<"tenant" | "key" | "version" | { readonly constant: unknown }>;
-}
+const batchedReads = new WeakMap<object, MaterialRead>();
 
-const shapes = new Map<"primary" | "version", PreparedShape>();
-// Ids are validated ("a-z0-9-_.") before they get here, so these can never be real values.
-const TENANT_MARK = "\u0000tenant";
-const KEY_MARK = "\u0000key";
-const VERSION_MARK = -7_654_321;
-
-function preparedShape(db: Executor, shape: "primary" | "version"): PreparedShape {
-  let prepared = shapes.get(shape);
-  if (prepared === undefined) {
-    const compiled = dataKeyMaterialQuery(db, TENANT_MARK, KEY_MARK, shape === "primary" ? "primary" : VERSION_MARK).compile();
-    const slots = compiled.parameters.map((value) =>
-      value === TENANT_MARK ? "tenant" : value === KEY_MARK ? "key" : value === VERSION_MARK ? "version" : { constant: value },
-    );
-    prepared = { name: `matih_kms_data_key_material_${shape}`, text: compiled.sql, slots };
-    shapes.set(shape, prepared);
+function batchedReadOf(db: Executor, runPrepared: PreparedStatementRunner): MaterialRead {
+  let read = batchedReads.get(db);
+  if (read === undefined) {
+    read = createBatchedMaterialRead(runPrepared);
+    batchedReads.set(db, read);
   }
-  return prepared;
-}
-
-async function loadPrepared(
-  db: Executor,
-  runPrepared: PreparedStatementRunner,
-  tenantId: string,
-  keyId: string,
-  dekVersion: number | "primary",
-): Promise<DataKeyMaterial | undefined> {
-  const shape = preparedShape(db, dekVersion === "primary" ? "primary" : "version");
-  const values = shape.slots.map((slot) =>
-    slot === "tenant" ? tenantId : slot === "key" ? keyId : slot === "version" ? dekVersion : slot.constant,
-  );
-  const rows = await runPrepared(shape.name, shape.text, values);
-  return rows[0] as DataKeyMaterial | undefined;
+  return read;
 }

@@ -145,8 +145,8 @@ export async function loadDataKeyMaterial(
   return dataKeyMaterialQuery(db, tenantId, keyId, dekVersion).executeTakeFirst();
 }
 
-/** The query behind `loadDataKeyMaterial`, unexecuted (compiled once for a prepared statement). */
-export function dataKeyMaterialQuery(db: Executor, tenantId: string, keyId: string, dekVersion: number | "primary") {
+/** The query behind `loadDataKeyMaterial`. */
+function dataKeyMaterialQuery(db: Executor, tenantId: string, keyId: string, dekVersion: number | "primary") {
   return db
     .selectFrom("keys as k")
     .innerJoin("dek_versions as d", (join) =>
@@ -165,20 +165,23 @@ export function dataKeyMaterialQuery(db: Executor, tenantId: string, keyId: stri
     )
     .where("k.tenant_id", "=", tenantId)
     .where("k.key_id", "=", keyId)
-    .select([
-      "k.key_uid as keyUid",
-      "k.state as keyState",
-      "k.kek_algorithm as kekAlgorithm",
-      "d.version as dekVersion",
-      "d.state as dekState",
-      "d.wrapped_material as wrappedDek",
-      "d.last_decrypt_time as lastDecryptTime",
-      "d.kek_version as kekVersion",
-      "kv.state as kekState",
-      "kv.wrapped_material as wrappedKek",
-      "kv.public_key as kekPublicKey",
-      "kv.root_provider as rootProvider",
-      "kv.root_key_id as rootKeyId",
-    ])
+    .select(DATA_KEY_MATERIAL_COLUMNS)
     .$castTo<DataKeyMaterial>();
 }
+
+/** What the hot path's read selects, over keys k, dek_versions d and kek_versions kv (also used by the batched read). */
+export const DATA_KEY_MATERIAL_COLUMNS = [
+  "k.key_uid as keyUid",
+  "k.state as keyState",
+  "k.kek_algorithm as kekAlgorithm",
+  "d.version as dekVersion",
+  "d.state as dekState",
+  "d.wrapped_material as wrappedDek",
+  "d.last_decrypt_time as lastDecryptTime",
+  "d.kek_version as kekVersion",
+  "kv.state as kekState",
+  "kv.wrapped_material as wrappedKek",
+  "kv.public_key as kekPublicKey",
+  "kv.root_provider as rootProvider",
+  "kv.root_key_id as rootKeyId",
+] as const;
