@@ -1,19 +1,21 @@
 /**
- * The hot path's read on PostgreSQL, for many calls at once.
+ * The hot path's read, for many calls at once.
  *
- * Every call must read (another replica may have just revoked the key), but
- * calls arrive together: 64 in flight over one HTTP/2 connection. One round
- * trip per call cost the server more in socket writes and node-postgres
- * bookkeeping than everything else on the hot path (a profile: `writev` alone
- * about 70 µs per call). So reads asked for in the same turn of the event loop
- * go out as one prepared statement over `unnest(...) with ordinality` and
- * each caller gets its own row. A read still starts after its call arrived
- * and sees what was committed by then: revocation keeps taking effect on the
- * very next call.
+ * Calls arrive together: 64 in flight over one HTTP/2 connection. On
+ * PostgreSQL every call must read (another replica may have just revoked the
+ * key), and one round trip per call cost the server more in socket writes and
+ * node-postgres bookkeeping than everything else on the hot path (a profile:
+ * `writev` alone about 70 µs per call). On PGlite the reads that miss its
+ * cache are planned one by one on the event-loop thread (about 0.8 ms each).
+ * So reads asked for in the same turn of the event loop go out as one
+ * statement over `unnest(...) with ordinality` and each caller gets its own
+ * row. A read still starts after its call arrived and sees what was committed
+ * by then: revocation keeps taking effect on the very next call.
  */
 import type { DataKeyMaterial } from "./dek-version.repository.js";
 import { DATA_KEY_MATERIAL_COLUMNS } from "./dek-version.repository.js";
-import type { PreparedStatementRunner } from "./prepared-statements.js";
+/** Runs the batched statement: as a named prepared statement on PostgreSQL, through kysely on PGlite. */
+export type BatchStatementRunner = (name: string, text: string, values: readonly unknown[]) => Promise<unknown[]>;
 
 /** Reads per statement; more waiting callers go out in further statements. */
 export const MATERIAL_BATCH_MAX_READS = 256;
@@ -45,7 +47,7 @@ function quoteColumn(column: string): string {
   return `${expression} as "${alias}"`;
 }
 
-export function createBatchedMaterialRead(runPrepared: PreparedStatementRunner): MaterialRead {
+export function createBatchedMaterialRead(runPrepared: BatchStatementRunner): MaterialRead {
   let waiting: PendingRead[] = [];
   let scheduled = false;
 
@@ -69,7 +71,7 @@ export function createBatchedMaterialRead(runPrepared: PreparedStatementRunner):
     });
 }
 
-async function readBatch(runPrepared: PreparedStatementRunner, reads: readonly PendingRead[]): Promise<void> {
+async function readBatch(runPrepared: BatchStatementRunner, reads: readonly PendingRead[]): Promise<void> {
   let rows: unknown[];
   try {
     rows = await runPrepared(STATEMENT_NAME, STATEMENT_TEXT, [

@@ -18,10 +18,11 @@
  * (batched-material-reads.ts).
  */
 import type { Executor } from "./database.js";
-import { createBatchedMaterialRead, type MaterialRead } from "./batched-material-reads.js";
+import { CompiledQuery } from "kysely";
+import { type BatchStatementRunner, createBatchedMaterialRead, type MaterialRead } from "./batched-material-reads.js";
 import { type DataKeyMaterial, loadDataKeyMaterial } from "./dek-version.repository.js";
 import { engineActivityOf } from "./engine-activity.js";
-import { type PreparedStatementRunner, preparedStatementRunnerOf } from "./prepared-statements.js";
+import { preparedStatementRunnerOf } from "./prepared-statements.js";
 
 /** Rows kept per database; about 0.5 KB each. */
 export const MATERIAL_CACHE_MAX_ENTRIES = 10_000;
@@ -60,7 +61,7 @@ export async function readDataKeyMaterial(
   const kept = cache.rows.get(id);
   if (kept !== undefined) return kept;
 
-  const row = await loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
+  const row = await batchedReadOf(db, pgliteStatementRunner(db))(tenantId, keyId, dekVersion);
   // Keep it only if nothing was written between taking the generation and the read.
   if (row !== undefined && activity.writeGeneration === generation && cache.generation === generation) {
     cache.rows.set(id, Object.freeze(row));
@@ -74,7 +75,12 @@ export async function readDataKeyMaterial(
 
 const batchedReads = new WeakMap<object, MaterialRead>();
 
-function batchedReadOf(db: Executor, runPrepared: PreparedStatementRunner): MaterialRead {
+/** PGlite has no named statements: the batch runs through kysely (and so through the driver's mutex and counters). */
+function pgliteStatementRunner(db: Executor): BatchStatementRunner {
+  return async (_name, text, values) => (await db.executeQuery(CompiledQuery.raw(text, [...values]))).rows;
+}
+
+function batchedReadOf(db: Executor, runPrepared: BatchStatementRunner): MaterialRead {
   let read = batchedReads.get(db);
   if (read === undefined) {
     read = createBatchedMaterialRead(runPrepared);
