@@ -80,7 +80,12 @@ async function readBatch(runPrepared: BatchStatementRunner, reads: readonly Pend
       reads.map((read) => read.dekVersion),
     ]);
   } catch (error) {
-    for (const read of reads) read.reject(error);
+    if (reads.length === 1) {
+      reads[0]?.reject(error);
+      return;
+    }
+    // One call's bad input must not fail the calls it shared a statement with: each retries alone.
+    await Promise.all(reads.map((read) => readBatch(runPrepared, [read])));
     return;
   }
   const found: Array<DataKeyMaterial | undefined> = new Array(reads.length);

@@ -24,6 +24,9 @@ import { type DataKeyMaterial, loadDataKeyMaterial } from "./dek-version.reposit
 import { engineActivityOf } from "./engine-activity.js";
 import { preparedStatementRunnerOf } from "./prepared-statements.js";
 
+/** The largest value a PostgreSQL integer column holds. */
+const MAX_STORED_VERSION = 2_147_483_647;
+
 /** Rows kept per database; about 0.5 KB each. */
 export const MATERIAL_CACHE_MAX_ENTRIES = 10_000;
 
@@ -40,6 +43,11 @@ export async function readDataKeyMaterial(
   keyId: string,
   dekVersion: number | "primary",
 ): Promise<DataKeyMaterial | undefined> {
+  // A reference names its version as a uint32, the column is an integer: no row can match beyond it, and
+  // the value must never reach a statement other calls share (it would fail the whole batch).
+  if (dekVersion !== "primary" && !(Number.isInteger(dekVersion) && dekVersion >= 1 && dekVersion <= MAX_STORED_VERSION)) {
+    return undefined;
+  }
   const runPrepared = preparedStatementRunnerOf(db);
   if (runPrepared !== undefined) return batchedReadOf(db, runPrepared)(tenantId, keyId, dekVersion);
   const activity = engineActivityOf(db);
