@@ -35,6 +35,7 @@ const MAX_BODY = 1024;
 const handedOut: Uint8Array[] = [];
 const signals: AbortSignal[] = [];
 let slowCallsFinished = 0;
+const slowFinished = new Set<string>();
 
 async function admit(ctx: HandlerContext, tenantId: string): Promise<void> {
   authorizeTenant(await authenticate(ctx), tenantId);
@@ -46,9 +47,10 @@ const dataKey: ServiceImpl<typeof DataKeyService> = {
     signals.push(ctx.signal);
     if (req.keyId === "revoked") throw new KmsError("KEY_REVOKED", `key ${req.keyId} is revoked: uses refused`, { field: "key_id" });
     if (req.keyId === "boom") throw new Error("socket hang up talking to db-host-7 with password hunter2");
-    if (req.keyId === "slow") {
+    if (req.keyId.startsWith("slow")) {
       await new Promise((resolve) => setTimeout(resolve, 1_500));
       slowCallsFinished++;
+      slowFinished.add(req.keyId);
     }
     if (req.keyId === "headers") {
       ctx.responseTrailer.set("x-served-by", "stub");
@@ -360,6 +362,30 @@ describe("what the fast path takes and what it leaves to connect-node", () => {
     expect(handedOut[at]).toEqual(Buffer.alloc(32, 0x5a));
   });
 
+  it("a grpc-timeout longer than a timer can hold sets no deadline (the call is served)", async () => {
+    const outcome = await call(fast, { method: "GenerateDataKey", body: generateBody("acme", "far"), headers: { "grpc-timeout": "99999999H" } });
+    expect(outcome.grpcStatus).toBe(0);
+  });
+
+  it("after answering at a deadline, a drain still waits for the implementation, whose late DEK is wiped", async () => {
+    const server = await createKmsServer({
+      services: { keyManagement: {}, dataKey },
+      tls: pki.serverTls,
+      port: 0,
+      logger: createJsonLinesLogger({ write: () => undefined }),
+    });
+    const outcome = await call(server, { method: "GenerateDataKey", body: generateBody("acme", "slow-drain"), headers: { "grpc-timeout": "100m" } });
+    expect(outcome.grpcStatus).toBe(4);
+    expect(slowFinished.has("slow-drain")).toBe(false);
+    const handedBefore = handedOut.length;
+    await server.close(5_000);
+    expect(slowFinished.has("slow-drain")).toBe(true);
+    // The implementation handed its DEK over after the answer had left: wiped, never sent.
+    const late = handedOut.slice(handedBefore);
+    expect(late.length).toBeGreaterThan(0);
+    for (const plaintext of late) expect(plaintext).toEqual(Buffer.alloc(32, 0));
+  });
+
   it("refuses a call with UNAVAILABLE SHUTTING_DOWN while the server drains, before the implementation runs", async () => {
     const before = handedOut.length;
     const tryServe = createGrpcFastPath({
@@ -372,7 +398,7 @@ describe("what the fast path takes and what it leaves to connect-node", () => {
     });
     let served = false;
     const server = http2.createSecureServer({ ...pki.serverTls, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      served = tryServe(req, res);
+      served = tryServe(req, res) !== undefined;
       if (!served) res.end();
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -42,8 +42,12 @@ export interface GrpcFastPathOptions {
   readonly shutdownSignal: AbortSignal;
 }
 
-/** Serves the request and returns true, or returns false (untouched) for connect-node to serve. */
-export type GrpcFastPath = (req: NodeRequest, res: NodeResponse) => boolean;
+/**
+ * Takes the request and returns the call's completion (which settles once the
+ * implementation has returned, even if the answer left earlier at a deadline),
+ * or returns undefined, untouched, for connect-node to serve.
+ */
+export type GrpcFastPath = (req: NodeRequest, res: NodeResponse) => Promise<void> | undefined;
 
 type UnaryImplementation = (request: never, context: HandlerContext) => unknown;
 
@@ -55,8 +59,9 @@ interface FastMethod {
 
 const ENVELOPE_HEADER_BYTES = 5;
 const COMPRESSED_FLAG = 0b0000_0001;
-/** gRPC's own limit on grpc-timeout: 8 digits of hours. */
+/** A longer grpc-timeout (up to 8 digits of hours) is accepted; beyond what a timer can hold it sets no deadline. */
 const MAX_TIMEOUT_MS = Number.MAX_SAFE_INTEGER;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
 /** The response's plaintext DEK is wiped once encoded: implementations hand it over. */
 const WIPED_RESPONSE_FIELD = "plaintext";
@@ -72,15 +77,14 @@ export function createGrpcFastPath(options: GrpcFastPathOptions): GrpcFastPath {
   }
 
   return function tryServe(req, res) {
-    if (req.httpVersionMajor !== 2 || req.method !== "POST") return false;
+    if (req.httpVersionMajor !== 2 || req.method !== "POST") return undefined;
     const fast = methods.get(req.url ?? "");
-    if (fast === undefined) return false;
+    if (fast === undefined) return undefined;
     const contentType = singleHeader(req.headers, "content-type");
-    if (contentType === undefined || !GRPC_CONTENT_TYPES.has(contentType.toLowerCase())) return false;
+    if (contentType === undefined || !GRPC_CONTENT_TYPES.has(contentType.toLowerCase())) return undefined;
     const encoding = singleHeader(req.headers, "grpc-encoding");
-    if (encoding !== undefined && encoding !== "identity") return false;
-    void serve(options, fast, req, res as Http2ServerResponse);
-    return true;
+    if (encoding !== undefined && encoding !== "identity") return undefined;
+    return serve(options, fast, req, res as Http2ServerResponse);
   };
 }
 
@@ -90,7 +94,7 @@ async function serve(options: GrpcFastPathOptions, fast: FastMethod, req: NodeRe
   try {
     const timeout = parseTimeout(singleHeader(req.headers, "grpc-timeout") ?? null, MAX_TIMEOUT_MS);
     if (timeout.error !== undefined) throw timeout.error;
-    if (timeout.timeoutMs !== undefined) call.startDeadline(timeout.timeoutMs, log);
+    if (timeout.timeoutMs !== undefined && timeout.timeoutMs <= MAX_TIMER_MS) call.startDeadline(timeout.timeoutMs, log);
     const body = await readBody(req, options.maxBodyBytes);
     const request = fromBinary(fast.method.input, unwrapEnvelope(body, options.maxBodyBytes));
     if (options.isDraining()) throw new KmsError("SHUTTING_DOWN", "the server is shutting down; retry on another instance");
@@ -171,8 +175,12 @@ class FastCall {
   }
 
   respond(message: Uint8Array): void {
-    if (!this.#claim()) return;
-    const frame = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + message.byteLength);
+    if (!this.#claim()) {
+      message.fill(0); // answered already (deadline) or the caller left: the DEK goes nowhere
+      return;
+    }
+    // Not from the shared pool: this buffer holds a plaintext DEK and is wiped once written out.
+    const frame = Buffer.allocUnsafeSlow(ENVELOPE_HEADER_BYTES + message.byteLength);
     frame[0] = 0;
     frame.writeUInt32BE(message.byteLength, 1);
     frame.set(message, ENVELOPE_HEADER_BYTES);
@@ -180,7 +188,7 @@ class FastCall {
     // The compatibility API always waits for trailers and sends what addTrailers gave it.
     this.#res.writeHead(200, this.#headers({ "content-type": "application/grpc" }));
     this.#res.addTrailers(this.#trailers(undefined));
-    this.#res.end(frame);
+    this.#res.end(frame, () => frame.fill(0));
   }
 
   /** Headers, no message, and the error in the trailers. */

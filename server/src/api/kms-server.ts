@@ -204,7 +204,18 @@ export async function createKmsServer(options: KmsServerOptions): Promise<KmsSer
       serveHealth(req, res, draining);
       return;
     }
-    if (fastPath?.(req, res) === true) return;
+    const fastCall = fastPath?.(req, res);
+    if (fastCall !== undefined) {
+      // Counted until the implementation returns, not just until the answer left (a deadline answers
+      // early): a drain must not close the database under a running call.
+      inFlight++;
+      const done = (): void => {
+        inFlight--;
+        if (inFlight === 0) idleWaiter?.();
+      };
+      fastCall.then(done, done);
+      return;
+    }
     useSpecGrpcMessageEncoding(singleHeader(req.headers, "content-type"), res);
     rpcHandler(req, res);
   };
