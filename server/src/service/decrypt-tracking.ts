@@ -66,10 +66,12 @@ export async function flushDecryptTracking(context: KmsContext): Promise<void> {
     clearTimeout(pending.timer);
     pending.timer = undefined;
   }
-  await pending.flushing;
-  pending.flushing = writeNotes(context, pending);
-  await pending.flushing;
-  pending.flushing = undefined;
+  // One flush at a time: each waits for the one before it, then writes what is noted by then.
+  const previous = pending.flushing ?? Promise.resolve();
+  const flushing = previous.then(() => writeNotes(context, pending));
+  pending.flushing = flushing;
+  await flushing;
+  if (pending.flushing === flushing) pending.flushing = undefined;
 }
 
 function note(context: KmsContext, record: DecryptRecord): void {
