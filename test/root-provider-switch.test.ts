@@ -231,6 +231,54 @@ describe.each(engines.flatMap((engine) => targets.map((target) => ({ engine, tar
   );
 });
 
+describe.each(engines)("a switch to a master key that can wrap but not unwrap, on $name", (engine) => {
+  it("is refused with PROVIDER_UNAVAILABLE and changes nothing; once the key may decrypt, the switch goes through", async () => {
+    const database = await engine.open();
+    const dataDir = await mkdtemp(join(tmpdir(), "kms-switch-probe-"));
+    const aws: LocalAwsKms = await startLocalAwsKms();
+    const providers: RootKeyProvider[] = [];
+    try {
+      const context = (rootProvider: RootKeyProvider): KmsContext => ({
+        db: database.db,
+        rootProvider,
+        clock: systemClock,
+        kekCache: createKekCache({ maxEntries: 0, maxAgeMs: 0 }),
+      });
+      const local = await openLocalRootProvider(dataDir);
+      providers.push(local);
+      await prepareRootKeyAtStart(context(local));
+      await createKey(context(local), { tenantId: TENANT, keyId: "k" });
+      const awsOptions: RootProviderOptions = { kind: "aws-kms", keyId: aws.keyA, region: aws.server.region, endpoint: aws.server.endpoint, credentials: AWS_TEST_CREDENTIALS, maxAttempts: 1 };
+      const switching = await createRootProvider(awsOptions, { kind: "local", dataDir });
+      providers.push(switching);
+      const before = {
+        roots: await database.db.selectFrom("root_keys").select(["root_key_id", "state"]).orderBy("root_key_id").execute(),
+        keks: await database.db.selectFrom("kek_versions").select(["root_provider", "root_key_id", "wrapped_material"]).execute(),
+        jobs: await database.db.selectFrom("jobs").select(["kind", "state"]).execute(),
+      };
+
+      // A key policy granting kms:Encrypt but not kms:Decrypt.
+      aws.server.setActionAllowed(aws.keyA, "Decrypt", false);
+      await expect(switchRootProvider(context(switching))).rejects.toMatchObject({ reason: "PROVIDER_UNAVAILABLE", message: expect.stringContaining("nothing was switched") });
+      expect({
+        roots: await database.db.selectFrom("root_keys").select(["root_key_id", "state"]).orderBy("root_key_id").execute(),
+        keks: await database.db.selectFrom("kek_versions").select(["root_provider", "root_key_id", "wrapped_material"]).execute(),
+        jobs: await database.db.selectFrom("jobs").select(["kind", "state"]).execute(),
+      }).toEqual(before);
+
+      aws.server.setActionAllowed(aws.keyA, "Decrypt", true);
+      expect(await switchRootProvider(context(switching))).toEqual(expect.any(Number));
+      const current = await database.db.selectFrom("root_keys").select(["root_key_id", "provider"]).where("state", "=", "CURRENT").executeTakeFirstOrThrow();
+      expect(current).toEqual({ root_key_id: aws.keyA, provider: "aws-kms" });
+    } finally {
+      for (const provider of providers) await provider.close().catch(() => undefined);
+      await aws.close();
+      await database.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("start-up with a switched root provider (startKms, PGlite)", () => {
   it("refuses to start with only the new provider while KEKs are under the old one, naming KMS_ROOT_PROVIDER_PREVIOUS; starts with both, still wrapping under the old one until the switch", async () => {
     const aws = await startLocalAwsKms();

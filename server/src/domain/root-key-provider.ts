@@ -46,6 +46,8 @@ export interface RootKeyProvider {
  */
 export interface RootProviderSwitch {
   /** The provider configured as root (KMS_ROOT_PROVIDER) and its key. */
+  /** Wraps and unwraps a probe under the next provider's key: proof it can open what it wraps, before anything depends on it. */
+  prove(): Promise<void>;
   readonly to: { readonly name: string; readonly keyId: string };
   /** The previous provider (KMS_ROOT_PROVIDER_PREVIOUS): it only unwraps, and `holds` the master keys it can unwrap under. */
   readonly from: { readonly name: string; holds(rootKeyId: string): boolean };

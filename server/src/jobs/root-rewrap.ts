@@ -15,7 +15,8 @@
  * CURRENT stops.
  */
 import { sql } from "kysely";
-import { wipe } from "../crypto/secure-buffer.js";
+import { constantTimeEqual, wipe } from "../crypto/secure-buffer.js";
+import type { KekWrapContext, RootKeyProvider } from "../domain/root-key-provider.js";
 import type { Executor } from "../storage/database.js";
 import { CUSTOMER_KEY_PROVIDERS } from "../service/customer-keys.js";
 import type { KmsContext } from "../service/kms-context.js";
@@ -90,7 +91,11 @@ async function openRootRewrap(context: KmsContext, job: JobRow, settings: JobSet
         const wrapContext = { tenantId: row.tenant_id, keyId: row.key_id, kekVersion: row.version };
         const plaintext = await provider.unwrap(row.wrapped_material, wrapContext, row.root_key_id);
         try {
-          return await provider.wrap(plaintext, wrapContext);
+          const blob = await provider.wrap(plaintext, wrapContext);
+          // Each batch proves the target can open what it wraps before any old blob is replaced (a key
+          // allowed to encrypt but not decrypt would otherwise strand every KEK it re-wraps).
+          if (row === rows[0]) await proveUnwraps(provider, blob, plaintext, wrapContext, target);
+          return blob;
         } finally {
           wipe(plaintext);
         }
@@ -128,4 +133,19 @@ async function mapLimited<T, R>(items: readonly T[], parallelism: number, fn: (i
   };
   await Promise.all(Array.from({ length: Math.min(parallelism, items.length) }, worker));
   return results;
+}
+
+async function proveUnwraps(
+  provider: RootKeyProvider,
+  blob: Buffer,
+  plaintext: Uint8Array,
+  wrapContext: KekWrapContext,
+  target: string,
+): Promise<void> {
+  const back = await provider.unwrap(blob, wrapContext, target);
+  try {
+    if (!constantTimeEqual(back, plaintext)) throw new Error(`master key ${target} did not give back what it wrapped; the re-wrap batch is rolled back`);
+  } finally {
+    wipe(back);
+  }
 }

@@ -10,6 +10,8 @@
  * deploy, before any KEK is wrapped under the new one — no replica ever meets
  * a KEK it cannot open.
  */
+import { randomBytes } from "node:crypto";
+import { constantTimeEqual, wipe } from "../crypto/secure-buffer.js";
 import { KmsError } from "../domain/kms-error.js";
 import { holdsRootKey, type KekWrapContext, type RootKeyProvider } from "../domain/root-key-provider.js";
 
@@ -52,6 +54,14 @@ export function switchingRootProvider(next: RootKeyProvider, previous: RootKeyPr
       active = provider;
     },
     providerSwitch: {
+      async prove(): Promise<void> {
+        const context: KekWrapContext = { tenantId: "matih-probe", keyId: "root-provider-switch", kekVersion: 0 };
+        const probe = randomBytes(32);
+        const back = await next.unwrap(await next.wrap(probe, context), context, next.currentKeyId);
+        const same = constantTimeEqual(back, probe);
+        wipe(back, probe);
+        if (!same) throw new Error(`the ${next.name} master key ${next.currentKeyId} did not give back what it wrapped`);
+      },
       to: {
         name: next.name,
         get keyId() {

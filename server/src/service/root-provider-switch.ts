@@ -52,8 +52,19 @@ export async function switchRootProvider(context: KmsContext, expected?: Partial
       `the current master key ${current.root_key_id} (${current.provider}) is not held by this server: configure it as KMS_ROOT_PROVIDER_PREVIOUS before switching`,
     );
   }
+  // Nothing may be wrapped under the new key before it has shown it opens what it wraps.
+  try {
+    await provider.providerSwitch.prove();
+  } catch (error) {
+    throw new KmsError(
+      "PROVIDER_UNAVAILABLE",
+      `the ${target.provider} master key ${target.keyId} failed a wrap-and-unwrap probe, so nothing was switched: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error, metadata: { provider: target.provider } },
+    );
+  }
   const jobId = await recordSwitch(context, target);
-  if (jobId !== undefined) await provider.useKeyVersion?.(target.keyId);
+  // Align with what the database now records, whichever replica's switch won.
+  await syncRootKey(context);
   return jobId;
 }
 

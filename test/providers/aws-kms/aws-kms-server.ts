@@ -25,6 +25,8 @@ interface LocalKey {
   state: AwsKeyState;
   /** Access key ids refused for this key (its key policy no longer grants them). */
   readonly denied: Set<string>;
+  /** Actions the key policy grants nobody ("Decrypt": a key one may encrypt with but not decrypt). */
+  readonly deniedActions: Set<string>;
 }
 
 export interface AwsKmsServerOptions {
@@ -43,6 +45,8 @@ export interface AwsKmsServer {
   setKeyState(arn: string, state: AwsKeyState): void;
   /** Withdraws (or restores) a caller's permission to use a key. */
   setAccess(arn: string, accessKeyId: string, allowed: boolean): void;
+  /** Grants or withdraws one action for every caller, as a key policy would. */
+  setActionAllowed(arn: string, action: "Encrypt" | "Decrypt" | "GenerateDataKey", allowed: boolean): void;
   /** Requests served per operation, including refused ones. */
   requestCounts(): Readonly<Record<string, number>>;
   /** Requests whose signature did not verify. */
@@ -98,7 +102,7 @@ export async function startAwsKmsServer(options: AwsKmsServerOptions): Promise<A
   }
 
   function authorize(key: LocalKey, caller: string, action: string): void {
-    if (key.denied.has(caller)) {
+    if (key.denied.has(caller) || key.deniedActions.has(action)) {
       throw new KmsFault(
         "AccessDeniedException",
         `User: arn:aws:iam::${accountId}:user/${caller} is not authorized to perform: kms:${action} on resource: ${key.arn} because no resource-based policy allows the kms:${action} action`,
@@ -225,7 +229,7 @@ export async function startAwsKmsServer(options: AwsKmsServerOptions): Promise<A
     createKey(alias?: string): string {
       const keyId = randomUUID();
       const arn = `arn:aws:kms:${region}:${accountId}:key/${keyId}`;
-      keys.set(keyId, { keyId, arn, material: randomBytes(32), state: "Enabled", denied: new Set() });
+      keys.set(keyId, { keyId, arn, material: randomBytes(32), state: "Enabled", denied: new Set(), deniedActions: new Set() });
       if (alias !== undefined) aliases.set(alias, keyId);
       return arn;
     },
@@ -236,6 +240,11 @@ export async function startAwsKmsServer(options: AwsKmsServerOptions): Promise<A
       const key = resolveKey(arn);
       if (allowed) key.denied.delete(accessKeyId);
       else key.denied.add(accessKeyId);
+    },
+    setActionAllowed(arn: string, action: "Encrypt" | "Decrypt" | "GenerateDataKey", allowed: boolean): void {
+      const key = resolveKey(arn);
+      if (allowed) key.deniedActions.delete(action);
+      else key.deniedActions.add(action);
     },
     requestCounts: () => ({ ...counts }),
     lastEncryptionContext: () => lastContext,
