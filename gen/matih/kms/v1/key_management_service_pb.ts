@@ -517,8 +517,10 @@ export const KeyManagementService: GenService<{
   },
   /**
    * Makes a new DEK version primary (the previous one stays decrypt-only);
-   * with rotate_kek, also makes a new KEK version and re-wraps every DEK
-   * version of the key under it, in one transaction.
+   * with rotate_kek, also makes a new KEK version primary (for a
+   * customer-managed key, wrapped by the customer's key as it is now) and
+   * re-wraps every DEK version of the key under it in the background; the
+   * previous KEK version is RETIRING until then (progress in GetKey).
    *
    * @generated from rpc matih.kms.v1.KeyManagementService.RotateKey
    */
