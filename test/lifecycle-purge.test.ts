@@ -142,6 +142,28 @@ describe.each(engines)("datasets, decrypt tracking and purge on $name", (engine)
       expect(key?.dekVersions[0]?.lastDecryptTime?.seconds).toBe(BigInt(Math.floor(late.getTime() / 1000)));
     });
 
+    it("Decrypts of many unused versions at once are all recorded before they answer, sharing their UPDATEs", async () => {
+      const { keys, dataKeys } = kms.clients();
+      const tenantId = "track-many";
+      const references: Array<{ keyId: string; reference: Uint8Array }> = [];
+      for (let i = 0; i < 12; i++) {
+        await keys.createKey({ tenantId, keyId: `k${i}` });
+        references.push({ keyId: `k${i}`, reference: (await dataKeys.generateDataKey({ tenantId, keyId: `k${i}` })).reference });
+      }
+      const counted = withQueryCounter(kms.context);
+      const before = counted.queries();
+      const answers = await Promise.all(references.map(({ keyId, reference }) => decryptDataKey(counted.context, { tenantId, keyId, reference })));
+      const queries = counted.queries() - before;
+      for (const answer of answers) answer.plaintext.fill(0);
+      // One read each (the counting handle has no cache or batch); the writes of Decrypts answered in the
+      // same turn are shared. On PGlite (one session, replies in order) that is all twelve in one; on
+      // PostgreSQL it depends on how the pool's replies arrive, so only the records are checked there.
+      if (engine.name === "pglite") expect(queries).toBe(references.length + 1);
+      else expect(queries).toBeGreaterThan(references.length);
+      const t = kms.clock.now();
+      for (const { keyId } of references) expect((await dekRows(db(), tenantId, keyId))[0]!.last_decrypt_time).toEqual(t);
+    });
+
     it("a background flush never moves a recorded use back in time", async () => {
       const { keys, dataKeys } = kms.clients();
       const tenantId = "track-order";

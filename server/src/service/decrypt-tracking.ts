@@ -6,8 +6,9 @@
  * purge must know about:
  *
  * - A Decrypt of a version whose last recorded use is missing or older than
- *   RECORD_AT_ONCE_AFTER_MS is written before the answer leaves. That is the
- *   use that matters: it may be the one keeping a quiet version alive.
+ *   RECORD_AT_ONCE_AFTER_MS is written before the answer leaves (those of one
+ *   event-loop turn in one statement). That is the use that matters: it may be
+ *   the one keeping a quiet version alive.
  * - Any other Decrypt is noted in memory and written in the background, all
  *   versions in one statement, every FLUSH_INTERVAL_MS and when the server
  *   stops. A process that dies loses at most those notes, each for a version
@@ -48,14 +49,67 @@ export async function noteDecryptServed(
   const time = context.clock.now();
   const record: DecryptRecord = { tenantId, keyId, version: dekVersion, time };
   if (recorded === undefined || time.getTime() - recorded.getTime() >= RECORD_AT_ONCE_AFTER_MS) {
-    try {
-      await recordLastDecrypts(context.db, [record]);
-      return;
-    } catch {
-      // The database just served this Decrypt's read, so this is rare and passing: the background flush retries it.
-    }
+    await recordBeforeAnswering(context, record);
+    return;
   }
   note(context, record);
+}
+
+interface WritesNow {
+  waiting: Array<{ readonly record: DecryptRecord; readonly done: () => void }>;
+  scheduled: boolean;
+}
+
+const writesNowByContext = new WeakMap<KmsContext, WritesNow>();
+
+/**
+ * Writes a record before its Decrypt answers. The Decrypts that need this in
+ * one turn of the event loop share one UPDATE (a cold or large key set has
+ * many of them). A failure leaves the record to the background flush.
+ */
+function recordBeforeAnswering(context: KmsContext, record: DecryptRecord): Promise<void> {
+  let writes = writesNowByContext.get(context);
+  if (writes === undefined) {
+    writes = { waiting: [], scheduled: false };
+    writesNowByContext.set(context, writes);
+  }
+  const pending = writes;
+  return new Promise((done) => {
+    pending.waiting.push({ record, done });
+    if (pending.scheduled) return;
+    pending.scheduled = true;
+    setImmediate(() => {
+      pending.scheduled = false;
+      const batch = pending.waiting;
+      pending.waiting = [];
+      void writeBatch(context, batch);
+    });
+  });
+}
+
+async function writeBatch(context: KmsContext, batch: ReadonlyArray<{ readonly record: DecryptRecord; readonly done: () => void }>): Promise<void> {
+  const records = latestPerVersion(batch.map((entry) => entry.record));
+  for (let start = 0; start < records.length; start += FLUSH_BATCH) {
+    const chunk = records.slice(start, start + FLUSH_BATCH);
+    try {
+      await recordLastDecrypts(context.db, chunk);
+    } catch {
+      // The database just served these Decrypts' reads, so this is rare and passing: the background flush retries.
+      for (const record of chunk) note(context, record);
+    }
+  }
+  for (const entry of batch) entry.done();
+}
+
+/** One record per version, the latest: an UPDATE … FROM with two source rows for one target takes either. */
+function latestPerVersion(records: readonly DecryptRecord[]): DecryptRecord[] {
+  const latest = new Map<string, DecryptRecord>();
+  for (const record of records) {
+    const id = `${record.tenantId}/${record.keyId}/${record.version}`;
+    const previous = latest.get(id);
+    if (previous === undefined || previous.time < record.time) latest.set(id, record);
+  }
+  return [...latest.values()];
 }
 
 /** Writes every noted Decrypt now (on stop, and for tests). Never throws; what fails stays noted. */
