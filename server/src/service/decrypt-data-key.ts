@@ -41,7 +41,7 @@ export async function decryptDataKey(
     throw new KmsError("REFERENCE_KEY_MISMATCH", `reference: belongs to another tenant or key than ${tenantId}/${keyId}`, { field: "reference" });
   }
   const dek = await unwrapDataKey(context, tenantId, keyId, parsed.dekVersion);
-  if (!Buffer.from(dek.keyUid).equals(Buffer.from(parsed.keyUid))) {
+  if (Buffer.compare(dek.keyUid, parsed.keyUid) !== 0) {
     wipe(dek.plaintext);
     throw new KmsError("REFERENCE_KEY_MISMATCH", `reference: names an earlier key that had the id ${keyId}`, { field: "reference" });
   }
@@ -53,6 +53,7 @@ export async function decryptDataKey(
     rememberVerifiedReference(dek.row, input.reference);
   }
   // For the purge's quiet window: written now only when the version's recorded use is old, else in the background.
-  await noteDecryptServed(context, tenantId, keyId, dek.dekVersion, dek.lastDecryptTime);
+  const recording = noteDecryptServed(context, tenantId, keyId, dek.dekVersion, dek.lastDecryptTime);
+  if (recording !== undefined) await recording;
   return { plaintext: dek.plaintext, dekVersion: dek.dekVersion };
 }

@@ -37,22 +37,25 @@ const pendingByContext = new WeakMap<KmsContext, PendingNotes>();
 
 /**
  * Notes a Decrypt served of `dekVersion`, whose recorded last use was
- * `recorded`. Never throws: failing to record must not fail the Decrypt.
+ * `recorded`. Returns a promise only when the record must be written before
+ * the Decrypt answers (the caller awaits it); otherwise notes it for the
+ * background and returns nothing, so the common case costs no await. Never
+ * rejects: failing to record must not fail the Decrypt.
  */
-export async function noteDecryptServed(
+export function noteDecryptServed(
   context: KmsContext,
   tenantId: string,
   keyId: string,
   dekVersion: number,
   recorded: Date | undefined,
-): Promise<void> {
+): Promise<void> | undefined {
   const time = context.clock.now();
   const record: DecryptRecord = { tenantId, keyId, version: dekVersion, time };
   if (recorded === undefined || time.getTime() - recorded.getTime() >= RECORD_AT_ONCE_AFTER_MS) {
-    await recordBeforeAnswering(context, record);
-    return;
+    return recordBeforeAnswering(context, record);
   }
   note(context, record);
+  return undefined;
 }
 
 interface WritesNow {
