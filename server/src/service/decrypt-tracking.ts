@@ -108,7 +108,7 @@ async function writeBatch(context: KmsContext, batch: ReadonlyArray<{ readonly r
 function latestPerVersion(records: readonly DecryptRecord[]): DecryptRecord[] {
   const latest = new Map<string, DecryptRecord>();
   for (const record of records) {
-    const id = `${record.tenantId}/${record.keyId}/${record.version}`;
+    const id = versionId(record);
     const previous = latest.get(id);
     if (previous === undefined || previous.time < record.time) latest.set(id, record);
   }
@@ -137,8 +137,7 @@ function note(context: KmsContext, record: DecryptRecord): void {
     pending = { records: new Map(), timer: undefined, flushing: undefined };
     pendingByContext.set(context, pending);
   }
-  // Ids cannot contain '/', so this key is unambiguous.
-  const id = `${record.tenantId}/${record.keyId}/${record.version}`;
+  const id = versionId(record);
   const previous = pending.records.get(id);
   if (previous === undefined || previous.time < record.time) pending.records.set(id, record);
   if (pending.timer === undefined) {
@@ -160,4 +159,9 @@ async function writeNotes(context: KmsContext, pending: PendingNotes): Promise<v
       return;
     }
   }
+}
+
+/** Ids cannot contain '/', so this names one DEK version unambiguously. */
+function versionId(record: DecryptRecord): string {
+  return `${record.tenantId}/${record.keyId}/${record.version}`;
 }

@@ -49,7 +49,7 @@ export async function readDataKeyMaterial(
     return undefined;
   }
   const runPrepared = preparedStatementRunnerOf(db);
-  if (runPrepared !== undefined) return batchedReadOf(db, runPrepared)(tenantId, keyId, dekVersion);
+  if (runPrepared !== undefined) return batchedReadOf(db, () => runPrepared)(tenantId, keyId, dekVersion);
   const activity = engineActivityOf(db);
   if (activity === undefined) return loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
 
@@ -69,7 +69,7 @@ export async function readDataKeyMaterial(
   const kept = cache.rows.get(id);
   if (kept !== undefined) return kept;
 
-  const row = await batchedReadOf(db, pgliteStatementRunner(db))(tenantId, keyId, dekVersion);
+  const row = await batchedReadOf(db, () => pgliteStatementRunner(db))(tenantId, keyId, dekVersion);
   // Keep it only if nothing was written between taking the generation and the read.
   if (row !== undefined && activity.writeGeneration === generation && cache.generation === generation) {
     cache.rows.set(id, Object.freeze(row));
@@ -88,10 +88,10 @@ function pgliteStatementRunner(db: Executor): BatchStatementRunner {
   return async (_name, text, values) => (await db.executeQuery(CompiledQuery.raw(text, [...values]))).rows;
 }
 
-function batchedReadOf(db: Executor, runPrepared: BatchStatementRunner): MaterialRead {
+function batchedReadOf(db: Executor, runner: () => BatchStatementRunner): MaterialRead {
   let read = batchedReads.get(db);
   if (read === undefined) {
-    read = createBatchedMaterialRead(runPrepared);
+    read = createBatchedMaterialRead(runner());
     batchedReads.set(db, read);
   }
   return read;

@@ -142,11 +142,6 @@ export async function loadDataKeyMaterial(
   keyId: string,
   dekVersion: number | "primary",
 ): Promise<DataKeyMaterial | undefined> {
-  return dataKeyMaterialQuery(db, tenantId, keyId, dekVersion).executeTakeFirst();
-}
-
-/** The query behind `loadDataKeyMaterial`. */
-function dataKeyMaterialQuery(db: Executor, tenantId: string, keyId: string, dekVersion: number | "primary") {
   return db
     .selectFrom("keys as k")
     .innerJoin("dek_versions as d", (join) =>
@@ -166,7 +161,7 @@ function dataKeyMaterialQuery(db: Executor, tenantId: string, keyId: string, dek
     .where("k.tenant_id", "=", tenantId)
     .where("k.key_id", "=", keyId)
     .select(DATA_KEY_MATERIAL_COLUMNS)
-    .$castTo<DataKeyMaterial>();
+    .executeTakeFirst();
 }
 
 /** What the hot path's read selects, over keys k, dek_versions d and kek_versions kv (also used by the batched read). */
