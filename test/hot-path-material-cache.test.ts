@@ -1,16 +1,23 @@
 /**
- * The hot path keeps its read (server/src/storage/data-key-material-reader.ts)
- * on PGlite while nothing is written, and reads on every call on PostgreSQL
- * (through a prepared statement).
- * What must hold on both engines: every write is seen by the very next call.
+ * The hot path keeps its read (server/src/storage/data-key-material-reader.ts):
+ * on PGlite while nothing is written; on PostgreSQL while the tenant's
+ * hot-path generation, read by every call through a prepared statement, has
+ * not moved. What must hold on both engines: every write is seen by the very
+ * next call — on PostgreSQL also a write by another replica or by hand.
  */
 import { Code } from "@connectrpc/connect";
+import { sql } from "kysely";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readDataKeyMaterial } from "../server/src/storage/data-key-material-reader.js";
 import { loadDataKeyMaterial } from "../server/src/storage/dek-version.repository.js";
 import { engineActivityOf } from "../server/src/storage/engine-activity.js";
 import { preparedStatementRunnerOf } from "../server/src/storage/prepared-statements.js";
-import { engines } from "./support/databases.js";
+import { decryptDataKey } from "../server/src/service/decrypt-data-key.js";
+import { generateDataKey } from "../server/src/service/generate-data-key.js";
+import type { KmsContext } from "../server/src/service/kms-context.js";
+import { openDatabase, type OpenedDatabase } from "../server/src/storage/open-database.js";
+import { engines, postgresTestUrl } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { createTestKms, type TestKms } from "./support/kms-harness.js";
 
@@ -25,9 +32,26 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
 
   const activity = () => engineActivityOf(kms.context.db);
 
-  it("is kept on PGlite only: PostgreSQL has no write generation to prove a kept row current", () => {
+  it("is proven current by the engine's write generation on PGlite, by the tenant's generation on PostgreSQL", () => {
     if (engine.name === "pglite") expect(activity()).toBeDefined();
     else expect(activity()).toBeUndefined();
+    if (engine.name === "postgres") expect(preparedStatementRunnerOf(kms.context.db)).toBeDefined();
+  });
+
+  it("serves a repeated read from the row it kept, and a Decrypt's recorded use makes the next read fetch it again", async () => {
+    const { keys, dataKeys } = kms.clients();
+    const tenantId = "warm-keep";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const db = kms.context.db;
+    const first = await readDataKeyMaterial(db, tenantId, "k", 1);
+    expect(await readDataKeyMaterial(db, tenantId, "k", 1)).toBe(first);
+    const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+    // The first Decrypt of the version is recorded before it answers: a write to the tenant's rows.
+    await dataKeys.decrypt({ tenantId, keyId: "k", reference });
+    const after = await readDataKeyMaterial(db, tenantId, "k", 1);
+    expect(after).not.toBe(first);
+    expect(after?.lastDecryptTime).toEqual(kms.clock.now());
+    expect(await readDataKeyMaterial(db, tenantId, "k", 1)).toBe(after);
   });
 
   it("a revocation is refused on the very next call, however warm the hot path is", async () => {
@@ -135,6 +159,18 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     expect(counters.reads).toBe(readsBefore + 1);
   });
 
+  it("on PostgreSQL a write to another tenant leaves this tenant's kept rows in place", async (ctx) => {
+    if (engine.name !== "postgres") return ctx.skip();
+    const { keys } = kms.clients();
+    const tenantId = "warm-tenant-scope";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const db = kms.context.db;
+    const first = await readDataKeyMaterial(db, tenantId, "k", "primary");
+    await keys.createKey({ tenantId: "warm-tenant-scope-other", keyId: "k" });
+    await keys.rotateKey({ tenantId: "warm-tenant-scope-other", keyId: "k" });
+    expect(await readDataKeyMaterial(db, tenantId, "k", "primary")).toBe(first);
+  });
+
   it("reads exactly what the kysely query reads, for the primary version, a numbered one and a missing one", async () => {
     const { keys, dataKeys } = kms.clients();
     const tenantId = "same-rows";
@@ -169,5 +205,68 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     // Asked before the write was made, it may answer either state (a call that arrived before the revocation).
     expect(["ENABLED", "REVOKED"]).toContain(((await racing) as { keyState: string }).keyState);
     for (let i = 0; i < 3; i++) expect(await readDataKeyMaterial(db, tenantId, "k", "primary")).toMatchObject({ keyState: "REVOKED" });
+  });
+});
+
+// A second replica: another pool on the same PostgreSQL schema, with its own kept rows. PGlite is one process's.
+describe.skipIf(!engines.some((engine) => engine.name === "postgres"))("the hot path's kept rows across PostgreSQL replicas", () => {
+  let kms: TestKms;
+  let replica: OpenedDatabase;
+  let operator: pg.Client;
+  beforeAll(async () => {
+    kms = await createTestKms(engines.find((engine) => engine.name === "postgres")!);
+    const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(kms.context.db);
+    replica = await openDatabase({ databaseUrl: postgresTestUrl, schema: rows[0]!.schema, poolSize: 2 });
+    operator = new pg.Client({ connectionString: postgresTestUrl });
+    await operator.connect();
+    await operator.query(`set search_path to "${rows[0]!.schema}"`);
+  });
+  afterAll(async () => {
+    await operator?.end();
+    await replica?.close();
+    await kms?.close();
+  });
+  /** The same service on the second replica's database (sharing the root provider and KEK cache is harmless here). */
+  const onReplica = (): KmsContext => ({ ...kms.context, db: replica.db });
+
+  async function warmKeyOnReplica(tenantId: string): Promise<{ reference: Uint8Array; kept: object | undefined }> {
+    const { keys, dataKeys } = kms.clients();
+    await keys.createKey({ tenantId, keyId: "k" });
+    const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
+    await decryptDataKey(onReplica(), { tenantId, keyId: "k", reference });
+    await generateDataKey(onReplica(), { tenantId, keyId: "k" });
+    const kept = await readDataKeyMaterial(replica.db, tenantId, "k", 1);
+    expect(await readDataKeyMaterial(replica.db, tenantId, "k", 1)).toBe(kept);
+    return { reference, kept };
+  }
+
+  it("a revocation through one replica is refused on the very next call to the other, which had the row kept", async () => {
+    const tenantId = "replica-revoke";
+    const { reference } = await warmKeyOnReplica(tenantId);
+    await kms.clients().keys.revokeKey({ tenantId, keyId: "k" });
+    await expect(decryptDataKey(onReplica(), { tenantId, keyId: "k", reference })).rejects.toMatchObject({ reason: "KEY_REVOKED" });
+    await expect(generateDataKey(onReplica(), { tenantId, keyId: "k" })).rejects.toMatchObject({ reason: "KEY_REVOKED" });
+  });
+
+  it("a rotation through one replica moves GenerateDataKey on the other on its very next call", async () => {
+    const tenantId = "replica-rotate";
+    await warmKeyOnReplica(tenantId);
+    expect((await generateDataKey(onReplica(), { tenantId, keyId: "k" })).dekVersion).toBe(1);
+    await kms.clients().keys.rotateKey({ tenantId, keyId: "k" });
+    expect((await generateDataKey(onReplica(), { tenantId, keyId: "k" })).dekVersion).toBe(2);
+  });
+
+  it("an operator's UPDATE by hand, outside any replica, is seen by the very next call", async () => {
+    const tenantId = "replica-by-hand";
+    const { reference } = await warmKeyOnReplica(tenantId);
+    await operator.query("update keys set state = 'REVOKED', revoke_time = now() where tenant_id = $1", [tenantId]);
+    await expect(decryptDataKey(onReplica(), { tenantId, keyId: "k", reference })).rejects.toMatchObject({ reason: "KEY_REVOKED" });
+  });
+
+  it("a revoked DEK version is refused by the other replica on its very next Decrypt", async () => {
+    const tenantId = "replica-version";
+    const { reference } = await warmKeyOnReplica(tenantId);
+    await operator.query("update dek_versions set state = 'REVOKED', revoke_time = now() where tenant_id = $1 and version = 1", [tenantId]);
+    await expect(decryptDataKey(onReplica(), { tenantId, keyId: "k", reference })).rejects.toMatchObject({ reason: expect.stringMatching(/REVOKED/) });
   });
 });

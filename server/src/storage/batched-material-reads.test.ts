@@ -8,7 +8,12 @@ function recordingRunner(): { run: BatchStatementRunner; statements: string[][] 
     const tenants = values[0] as string[];
     statements.push(tenants);
     if (tenants.includes("poison")) throw new Error('value "4294967295" is out of range for type integer');
-    return tenants.map((tenantId, index) => ({ readIndex: String(index + 1), keyState: `row-of-${tenantId}` }));
+    return tenants.map((tenantId, index) => ({
+      readIndex: String(index + 1),
+      generation: String(index + 7),
+      keyUid: tenantId === "absent" ? null : Buffer.from(tenantId),
+      keyState: tenantId === "absent" ? null : `row-of-${tenantId}`,
+    }));
   };
   return { run, statements };
 }
@@ -17,24 +22,32 @@ describe("batched material reads", () => {
   it("reads asked for in one turn share one statement, and each caller gets its own row", async () => {
     const { run, statements } = recordingRunner();
     const read = createBatchedMaterialRead(run);
-    const rows = await Promise.all(["a", "b", "c"].map((tenant) => read(tenant, "k", "primary")));
+    const results = await Promise.all(["a", "b", "c"].map((tenant) => read(tenant, "k", "primary", true)));
     expect(statements).toEqual([["a", "b", "c"]]);
-    expect(rows.map((row) => row?.keyState)).toEqual(["row-of-a", "row-of-b", "row-of-c"]);
-    expect(rows[0]).not.toHaveProperty("readIndex");
+    expect(results.map((result) => result.row?.keyState)).toEqual(["row-of-a", "row-of-b", "row-of-c"]);
+    expect(results.map((result) => result.generation)).toEqual([7, 8, 9]);
+    expect(results[0]?.row).not.toHaveProperty("readIndex");
+    expect(results[0]?.row).not.toHaveProperty("generation");
   });
 
   it("one caller's failing input fails only that caller: the others are read again alone", async () => {
     const { run, statements } = recordingRunner();
     const read = createBatchedMaterialRead(run);
-    const outcomes = await Promise.allSettled(["a", "poison", "c"].map((tenant) => read(tenant, "k", 1)));
+    const outcomes = await Promise.allSettled(["a", "poison", "c"].map((tenant) => read(tenant, "k", 1, true)));
     expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
-    expect(outcomes[0]).toMatchObject({ value: { keyState: "row-of-a" } });
-    expect(outcomes[2]).toMatchObject({ value: { keyState: "row-of-c" } });
+    expect(outcomes[0]).toMatchObject({ value: { row: { keyState: "row-of-a" } } });
+    expect(outcomes[2]).toMatchObject({ value: { row: { keyState: "row-of-c" } } });
     expect(statements).toEqual([["a", "poison", "c"], ["a"], ["poison"], ["c"]]);
   });
 
-  it("a read with no row answers undefined", async () => {
+  it("a read whose row is absent answers no row but still its tenant's generation", async () => {
+    const { run } = recordingRunner();
+    const read = createBatchedMaterialRead(run);
+    expect(await read("absent", "k", 3, true)).toEqual({ row: undefined, generation: 7 });
+  });
+
+  it("a statement that leaves a read without its result row fails that read instead of answering nothing", async () => {
     const read = createBatchedMaterialRead(async () => []);
-    expect(await read("t", "k", 3)).toBeUndefined();
+    await expect(read("t", "k", 3, true)).rejects.toThrow("returned no row for read 1");
   });
 });

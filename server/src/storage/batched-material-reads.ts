@@ -11,6 +11,11 @@
  * statement over `unnest(...) with ordinality` and each caller gets its own
  * row. A read still starts after its call arrived and sees what was committed
  * by then: revocation keeps taking effect on the very next call.
+ *
+ * Each read also returns its tenant's hot-path generation, and a caller that
+ * already holds a row can ask for the generation alone: an index probe and a
+ * number instead of a three-table join and half a kilobyte of bytea
+ * (data-key-material-reader.ts keeps rows on that basis on PostgreSQL).
  */
 import type { DataKeyMaterial } from "./dek-version.repository.js";
 import { DATA_KEY_MATERIAL_COLUMNS } from "./dek-version.repository.js";
@@ -20,26 +25,41 @@ export type BatchStatementRunner = (name: string, text: string, values: readonly
 /** Reads per statement; more waiting callers go out in further statements. */
 export const MATERIAL_BATCH_MAX_READS = 256;
 
-export type MaterialRead = (tenantId: string, keyId: string, dekVersion: number | "primary") => Promise<DataKeyMaterial | undefined>;
+/** What one read found: the row (when asked for and present) and its tenant's hot-path generation, in one snapshot. */
+export interface MaterialReadResult {
+  readonly row: DataKeyMaterial | undefined;
+  /** hot_path_generations (migration 20251129150000); 0 for a tenant never written since it was added. */
+  readonly generation: number;
+}
+
+/** `withRow: false` reads only the generation: enough to prove a row kept from an earlier read is still current. */
+export type MaterialRead = (tenantId: string, keyId: string, dekVersion: number | "primary", withRow: boolean) => Promise<MaterialReadResult>;
 
 interface PendingRead {
   readonly tenantId: string;
   readonly keyId: string;
   readonly dekVersion: number | null;
-  resolve(row: DataKeyMaterial | undefined): void;
+  readonly withRow: boolean;
+  resolve(result: MaterialReadResult): void;
   reject(error: unknown): void;
 }
 
-const STATEMENT_NAME = "matih_kms_data_key_material_batch";
+const STATEMENT_NAME = "matih_kms_data_key_material_batch_v2";
 
-// A null version asks for the key's primary DEK version.
+// A null version asks for the key's primary DEK version. Exactly one result row per read: the
+// generation always, the material only when asked for and found (key_uid is never null in a found row).
 const STATEMENT_TEXT = `
-select q.ord as "readIndex", ${DATA_KEY_MATERIAL_COLUMNS.map(quoteColumn).join(", ")}
-from unnest($1::text[], $2::text[], $3::integer[]) with ordinality as q(tenant_id, key_id, version, ord)
-join keys as k on k.tenant_id = q.tenant_id and k.key_id = q.key_id
-join dek_versions as d on d.tenant_id = k.tenant_id and d.key_id = k.key_id
-  and d.version = coalesce(q.version, k.primary_dek_version)
-join kek_versions as kv on kv.tenant_id = d.tenant_id and kv.key_id = d.key_id and kv.version = d.kek_version`;
+select q.ord as "readIndex", coalesce(g.generation, 0) as "generation", r.*
+from unnest($1::text[], $2::text[], $3::integer[], $4::boolean[]) with ordinality as q(tenant_id, key_id, version, with_row, ord)
+left join hot_path_generations as g on g.tenant_id = q.tenant_id
+left join lateral (
+  select ${DATA_KEY_MATERIAL_COLUMNS.map(quoteColumn).join(", ")}
+  from keys as k
+  join dek_versions as d on d.tenant_id = k.tenant_id and d.key_id = k.key_id
+    and d.version = coalesce(q.version, k.primary_dek_version)
+  join kek_versions as kv on kv.tenant_id = d.tenant_id and kv.key_id = d.key_id and kv.version = d.kek_version
+  where q.with_row and k.tenant_id = q.tenant_id and k.key_id = q.key_id
+) as r on true`;
 
 /** "k.key_uid as keyUid" → k.key_uid as "keyUid" (PostgreSQL folds unquoted aliases to lower case). */
 function quoteColumn(column: string): string {
@@ -60,9 +80,9 @@ export function createBatchedMaterialRead(runPrepared: BatchStatementRunner): Ma
     }
   };
 
-  return (tenantId, keyId, dekVersion) =>
+  return (tenantId, keyId, dekVersion, withRow) =>
     new Promise((resolve, reject) => {
-      waiting.push({ tenantId, keyId, dekVersion: dekVersion === "primary" ? null : dekVersion, resolve, reject });
+      waiting.push({ tenantId, keyId, dekVersion: dekVersion === "primary" ? null : dekVersion, withRow, resolve, reject });
       if (!scheduled) {
         scheduled = true;
         // After the I/O callbacks of this turn: every call that reached its read by then shares the statement.
@@ -71,6 +91,8 @@ export function createBatchedMaterialRead(runPrepared: BatchStatementRunner): Ma
     });
 }
 
+type ResultRow = Partial<DataKeyMaterial> & { readIndex: number | string; generation: number | string };
+
 async function readBatch(runPrepared: BatchStatementRunner, reads: readonly PendingRead[]): Promise<void> {
   let rows: unknown[];
   try {
@@ -78,6 +100,7 @@ async function readBatch(runPrepared: BatchStatementRunner, reads: readonly Pend
       reads.map((read) => read.tenantId),
       reads.map((read) => read.keyId),
       reads.map((read) => read.dekVersion),
+      reads.map((read) => read.withRow),
     ]);
   } catch (error) {
     if (reads.length === 1) {
@@ -88,10 +111,17 @@ async function readBatch(runPrepared: BatchStatementRunner, reads: readonly Pend
     await Promise.all(reads.map((read) => readBatch(runPrepared, [read])));
     return;
   }
-  const found: Array<DataKeyMaterial | undefined> = new Array(reads.length);
-  for (const row of rows as Array<DataKeyMaterial & { readIndex: number | string }>) {
-    const { readIndex, ...material } = row;
-    found[Number(readIndex) - 1] = material;
+  const found: Array<MaterialReadResult | undefined> = new Array(reads.length);
+  for (const row of rows as ResultRow[]) {
+    const { readIndex, generation, ...material } = row;
+    found[Number(readIndex) - 1] = {
+      row: material.keyUid === null || material.keyUid === undefined ? undefined : (material as DataKeyMaterial),
+      generation: Number(generation),
+    };
   }
-  reads.forEach((read, index) => read.resolve(found[index]));
+  reads.forEach((read, index) => {
+    const result = found[index];
+    if (result === undefined) read.reject(new Error(`the batched material read returned no row for read ${index + 1}`));
+    else read.resolve(result);
+  });
 }

@@ -1,24 +1,27 @@
 /**
  * The hot path's read of a DEK version's material (`loadDataKeyMaterial`),
- * kept between calls on the embedded engine while nothing has been written.
+ * kept between calls for as long as it provably still is what the database
+ * holds. Kept: the row as read — key and version states, wrapped (never
+ * plaintext) material. Not kept: "not found" answers, and anything read
+ * through a transaction or a derived handle.
  *
- * On PGlite the read is the hot path's biggest cost (about 0.8 ms of the
- * event-loop thread per call, docs/decisions/0003-hot-path-performance.md).
- * Every statement passes through this process's driver, so a row read at
- * write generation G is exactly what the database holds for as long as the
- * generation is still G: any write anywhere (a revocation, a rotation, a
- * purge) moves it and empties the whole cache before the next lookup. A
- * revocation therefore still takes effect on the very next call.
+ * - PGlite: every statement passes through this process's driver, so a row
+ *   read at write generation G is current for as long as the generation is
+ *   still G (engine-activity.ts): a hit costs no statement at all.
+ * - PostgreSQL: other replicas and operators write too. A row is kept with its
+ *   tenant's hot-path generation, read in the same statement; that counter
+ *   moves in the same transaction as any write to the tenant's keys, KEK or
+ *   DEK versions (migration 20251129150000). Every call still goes to the
+ *   database after it arrived, but for a kept row it reads only the
+ *   generation: unchanged means nothing was committed to that tenant's rows
+ *   since, so the kept row is served; changed means it is read again.
  *
- * Kept: the row as read — key and version states, wrapped (never plaintext)
- * material. Not kept: "not found" answers, and anything read through a
- * transaction or a derived handle, which have no write generation. On
- * PostgreSQL every call reads, since other replicas write too: the reads of
- * calls arriving together share one prepared statement
- * (batched-material-reads.ts).
+ * Either way a revocation, rotation or purge — on any replica — takes effect
+ * on the very next call. The reads of calls arriving together share one
+ * statement (batched-material-reads.ts).
  */
-import type { Executor } from "./database.js";
 import { CompiledQuery } from "kysely";
+import type { Executor } from "./database.js";
 import { type BatchStatementRunner, createBatchedMaterialRead, type MaterialRead } from "./batched-material-reads.js";
 import { type DataKeyMaterial, loadDataKeyMaterial } from "./dek-version.repository.js";
 import { engineActivityOf } from "./engine-activity.js";
@@ -30,9 +33,16 @@ const MAX_STORED_VERSION = 2_147_483_647;
 /** Rows kept per database; about 0.5 KB each. */
 export const MATERIAL_CACHE_MAX_ENTRIES = 10_000;
 
+interface KeptRow {
+  readonly row: DataKeyMaterial;
+  /** PGlite: the engine's write generation; PostgreSQL: the tenant's hot-path generation. */
+  readonly generation: number;
+}
+
 interface MaterialCache {
+  /** PGlite only: the write generation the kept rows belong to. */
   generation: number;
-  readonly rows: Map<string, DataKeyMaterial>;
+  readonly rows: Map<string, KeptRow>;
 }
 
 const caches = new WeakMap<object, MaterialCache>();
@@ -49,36 +59,77 @@ export async function readDataKeyMaterial(
     return undefined;
   }
   const runPrepared = preparedStatementRunnerOf(db);
-  if (runPrepared !== undefined) return batchedReadOf(db, () => runPrepared)(tenantId, keyId, dekVersion);
+  if (runPrepared !== undefined) {
+    return readCheckedByTenantGeneration(cacheOf(db, 0), batchedReadOf(db, () => runPrepared), tenantId, keyId, dekVersion);
+  }
   const activity = engineActivityOf(db);
   if (activity === undefined) return loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
 
-  let cache = caches.get(db);
-  if (cache === undefined) {
-    cache = { generation: activity.writeGeneration, rows: new Map() };
-    caches.set(db, cache);
-  }
+  const cache = cacheOf(db, activity.writeGeneration);
   const generation = activity.writeGeneration;
   if (cache.generation !== generation) {
     cache.rows.clear();
     cache.generation = generation;
   }
-  // Ids cannot contain '/', so this is unambiguous.
-  const id = `${tenantId}/${keyId}/${dekVersion}`;
-  // First in, first out when full: a write empties the cache often enough that recency buys little.
+  const id = rowId(tenantId, keyId, dekVersion);
   const kept = cache.rows.get(id);
-  if (kept !== undefined) return kept;
+  if (kept !== undefined) return kept.row;
 
-  const row = await batchedReadOf(db, () => pgliteStatementRunner(db))(tenantId, keyId, dekVersion);
+  const { row } = await batchedReadOf(db, () => pgliteStatementRunner(db))(tenantId, keyId, dekVersion, true);
   // Keep it only if nothing was written between taking the generation and the read.
   if (row !== undefined && activity.writeGeneration === generation && cache.generation === generation) {
-    cache.rows.set(id, Object.freeze(row));
-    if (cache.rows.size > MATERIAL_CACHE_MAX_ENTRIES) {
-      const oldest = cache.rows.keys().next().value;
-      if (oldest !== undefined) cache.rows.delete(oldest);
-    }
+    return keep(cache, id, row, generation);
   }
   return row;
+}
+
+/** PostgreSQL: serve a kept row when its tenant's generation, read after the call arrived, has not moved. */
+async function readCheckedByTenantGeneration(
+  cache: MaterialCache,
+  read: MaterialRead,
+  tenantId: string,
+  keyId: string,
+  dekVersion: number | "primary",
+): Promise<DataKeyMaterial | undefined> {
+  const id = rowId(tenantId, keyId, dekVersion);
+  const kept = cache.rows.get(id);
+  if (kept !== undefined) {
+    const { generation } = await read(tenantId, keyId, dekVersion, false);
+    if (generation === kept.generation) return kept.row;
+    if (cache.rows.get(id) === kept) cache.rows.delete(id);
+  }
+  const { row, generation } = await read(tenantId, keyId, dekVersion, true);
+  if (row === undefined) return undefined;
+  // A read that finished late must not replace what a later one kept (generations only grow).
+  const newer = cache.rows.get(id);
+  if (newer !== undefined && newer.generation >= generation) return row;
+  return keep(cache, id, row, generation);
+}
+
+function keep(cache: MaterialCache, id: string, row: DataKeyMaterial, generation: number): DataKeyMaterial {
+  const frozen = Object.freeze(row);
+  cache.rows.delete(id);
+  cache.rows.set(id, { row: frozen, generation });
+  // First in, first out when full: a write empties the cache (or the tenant's part of it) often enough that recency buys little.
+  if (cache.rows.size > MATERIAL_CACHE_MAX_ENTRIES) {
+    const oldest = cache.rows.keys().next().value;
+    if (oldest !== undefined) cache.rows.delete(oldest);
+  }
+  return frozen;
+}
+
+function cacheOf(db: Executor, generation: number): MaterialCache {
+  let cache = caches.get(db);
+  if (cache === undefined) {
+    cache = { generation, rows: new Map() };
+    caches.set(db, cache);
+  }
+  return cache;
+}
+
+/** Ids cannot contain '/', so this is unambiguous. */
+function rowId(tenantId: string, keyId: string, dekVersion: number | "primary"): string {
+  return `${tenantId}/${keyId}/${dekVersion}`;
 }
 
 const batchedReads = new WeakMap<object, MaterialRead>();
