@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { engines, postgresTestUrl } from "../../../test/support/databases.js";
+import { engines } from "../../../test/support/databases.js";
+import { createTestDatabase } from "../../../test/support/kms-processes.js";
 import { migrateDownToEmpty, migrateToLatest, migrations } from "./migrations/migrate-to-latest.js";
 import { type OpenedDatabase, openDatabase } from "./open-database.js";
 
@@ -21,11 +22,23 @@ async function appliedMigrations(opened: OpenedDatabase): Promise<string[]> {
 
 describe.each(engines)("migrations on $name", (engine) => {
   let opened: OpenedDatabase;
+  // PostgreSQL: a database of its own, not a schema in the shared one. Down migrations drop tables, and
+  // kysely's Migrator introspects every schema of its database, so a table dropped here while another
+  // file migrates would fail that file ("relation … does not exist").
+  let database: Awaited<ReturnType<typeof createTestDatabase>> | undefined;
+  let databaseUrl: string | undefined;
   beforeAll(async () => {
-    opened = await engine.open({ migrate: false });
+    if (engine.name === "postgres") {
+      database = await createTestDatabase("kms_migrations");
+      databaseUrl = database.url;
+      opened = await openDatabase({ databaseUrl, poolSize: 5 });
+    } else {
+      opened = await engine.open({ migrate: false });
+    }
   });
   afterAll(async () => {
     await opened?.close();
+    await database?.drop();
   });
 
   it("start from an empty database", async () => {
@@ -65,7 +78,7 @@ describe.each(engines)("migrations on $name", (engine) => {
     if (engine.name === "postgres") {
       const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(opened.db);
       const schema = rows[0]!.schema;
-      for (let i = 0; i < 3; i++) servers.push(await openDatabase({ databaseUrl: postgresTestUrl, schema }));
+      for (let i = 0; i < 3; i++) servers.push(await openDatabase({ databaseUrl, schema }));
     } else {
       servers.push(opened, opened, opened);
     }
