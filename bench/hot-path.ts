@@ -39,6 +39,12 @@
  *                      (summaries printed; .cpuprofile files kept in bench/results/)
  *   --server-node-flags=<flags>  extra Node flags for the server children
  *                      (use the = form: the value starts with --)
+ *   --rounds N         interleaved rounds per database, default 3 (0: none): the
+ *                      two no-ops and (a) and (b) again, one window each, in
+ *                      A-B-B-A order with all three servers up, so the ratio of
+ *                      each round compares windows seconds apart; the verdict
+ *                      uses the median round (a shared machine drifts by more
+ *                      than the difference being measured within a few minutes)
  *   --no-op-only       run the no-op phases only (quick transport experiments)
  *   --keep             keep the temporary data directories
  */
@@ -76,6 +82,7 @@ const { values: flags } = parseArgs({
     profile: { type: "boolean" },
     "server-node-flags": { type: "string" },
     "no-op-only": { type: "boolean" },
+    rounds: { type: "string" },
     keep: { type: "boolean" },
   },
   strict: true,
@@ -103,6 +110,7 @@ const options = {
   serverNodeFlags: (flags["server-node-flags"] ?? "").split(/\s+/).filter((f) => f !== ""),
   keep: flags.keep === true,
   noOpOnly: flags["no-op-only"] === true,
+  rounds: numberOption(flags.rounds, 3, "rounds"),
 };
 
 function databaseList(value: string): DatabaseChoice[] {
@@ -149,6 +157,8 @@ interface PhaseRecord {
   readonly statementsPerCall?: number;
   readonly pgliteQueryUsPerCall?: number;
   readonly profile?: ProfileSummary;
+  /** Set for the interleaved rounds' windows (reported apart from the phase table). */
+  readonly round?: number;
 }
 
 interface ServerRecord {
@@ -274,6 +284,7 @@ async function runPhase(spec: {
   method: RpcMethod;
   work: readonly WorkItem[];
   collectReferencesTo?: string;
+  round?: number;
 }): Promise<PhaseRecord> {
   const workFile = join(workDir, `work-${spec.id.replace(/[^a-z0-9-]+/gi, "_")}.json`);
   await writeFile(workFile, JSON.stringify(spec.work));
@@ -360,6 +371,7 @@ async function runPhase(spec: {
           pgliteQueryUsPerCall: ((counters["pgliteQueryMs"] ?? 0) * 1000) / Math.max(1, result.completed),
         }),
     ...(profile === undefined ? {} : { profile }),
+    ...(spec.round === undefined ? {} : { round: spec.round }),
   };
   phases.push(record);
   progress(
@@ -433,6 +445,7 @@ const noopWork: WorkItem[] = [{ tenantId: "bench-t000", keyId: "key-000000" }];
 const clients: ClientLibrary[] = options.connectClient ? ["grpc-js", "connect"] : ["grpc-js"];
 const clientSuffix = (client: ClientLibrary) => (client === "grpc-js" ? "" : " [Connect client]");
 const pgAdminDatabases: string[] = [];
+const roundNoops: Array<{ id: string; server: RunningServer }> = [];
 
 try {
   const noopPki = await ensureDevelopmentPki(join(workDir, "noop-pki"));
@@ -454,7 +467,9 @@ try {
     for (const client of noop.kind === "own" || noop.kind === "grpc-js" ? clients : (["grpc-js"] as const)) {
       await runPhase({ id: `${noop.id}${client === "grpc-js" ? "" : "+connect"}`, label: noop.label + clientSuffix(client), server, client, method: "generateDataKey", work: noopWork });
     }
-    await stopServer(server);
+    // The two no-ops the targets name stay up (idle) for the interleaved rounds.
+    if (options.rounds > 0 && !options.noOpOnly && (noop.kind === "own" || noop.kind === "grpc-js")) roundNoops.push({ id: noop.id, server });
+    else await stopServer(server);
   }
 
   for (const database of options.noOpOnly ? [] : options.databases) {
@@ -532,6 +547,25 @@ try {
         work: shuffled(created.keys),
       });
     }
+    // Interleaved rounds: each no-op and hot-path window next to the others, A-B-B-A so a steady drift cancels.
+    for (let round = 1; round <= options.rounds; round++) {
+      const windows = [
+        ...roundNoops.map(({ id, server }) => ({ id, server, method: "generateDataKey" as const, work: noopWork })),
+        { id: "generate-data-key", server: kms, method: "generateDataKey" as const, work: shuffled(created.keys, round) },
+        { id: "decrypt", server: kms, method: "decrypt" as const, work: shuffled(references, round) },
+      ];
+      for (const window of round % 2 === 1 ? windows : windows.reverse()) {
+        await runPhase({
+          id: `${database}/round-${round}/${window.id}`,
+          label: tag(`round ${round}: ${window.id}`),
+          server: window.server,
+          client: "grpc-js",
+          method: window.method,
+          work: window.work,
+          round,
+        });
+      }
+    }
     if (options.breakdown) {
       for (const [name, port] of Object.entries(kms.extraPorts)) {
         const listener = name === "grpcJs" ? "grpc-js listener (2nd port)" : "hand-written gRPC fast path on http2";
@@ -584,6 +618,7 @@ try {
     }
   }
 } finally {
+  for (const { server } of roundNoops) await stopServer(server);
   await loadGenerator.stop();
   for (const name of pgAdminDatabases) {
     try {
@@ -604,6 +639,7 @@ try {
 // ---------------------------------------------------------------------------
 
 const byId = (id: string) => phases.find((p) => p.id === id);
+const phaseRows = phases.filter((p) => p.round === undefined);
 const ownNoop = byId("noop-own");
 const grpcNoop = byId("noop-grpc-js");
 const TARGET = 0.9;
@@ -642,6 +678,46 @@ for (const database of options.databases) {
   }
 }
 
+/** The interleaved rounds: each round's ratios from windows seconds apart, and their median. */
+interface RoundRatio {
+  readonly database: DatabaseChoice;
+  readonly hotPath: string;
+  readonly versus: string;
+  readonly perRound: readonly number[];
+  readonly median: number;
+  readonly target: number;
+  readonly met: boolean;
+}
+const roundRatios: RoundRatio[] = [];
+for (const database of options.rounds > 0 ? options.databases : []) {
+  const inRound = (round: number, id: string) => byId(`${database}/round-${round}/${id}`);
+  for (const [hotId, hotName] of [
+    ["generate-data-key", "GenerateDataKey"],
+    ["decrypt", "Decrypt"],
+  ] as const) {
+    for (const [noopId, noopName] of [
+      ["noop-own", "own-stack no-op"],
+      ["noop-grpc-js", "grpc-js no-op"],
+    ] as const) {
+      const perRound: number[] = [];
+      for (let round = 1; round <= options.rounds; round++) {
+        const hot = inRound(round, hotId);
+        const noop = inRound(round, noopId);
+        if (hot !== undefined && noop !== undefined) perRound.push(hot.reqPerSec / noop.reqPerSec);
+      }
+      if (perRound.length === 0) continue;
+      const median = medianOf(perRound);
+      roundRatios.push({ database, hotPath: hotName, versus: noopName, perRound, median, target: TARGET, met: median >= TARGET });
+    }
+  }
+}
+
+function medianOf(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 const machine = {
   node: process.version,
   cpus: cpus().length,
@@ -663,7 +739,7 @@ lines.push("");
 lines.push(
   table(
     ["phase", "req/s", "p50 ms", "p99 ms", "server CPU", "server µs/call", "client µs/call", "other CPU", "errors"],
-    phases.map((p) => [
+    phaseRows.map((p) => [
       p.label,
       thousands(p.reqPerSec),
       fixed(p.latency.p50Ms),
@@ -681,7 +757,7 @@ lines.push(
   "server CPU: % of one core used by the server process in the window; µs/call: its CPU per completed call; other CPU: every other process on the machine (a disturbed phase shows here)",
 );
 lines.push("");
-lines.push("ratios (req/s of the hot path ÷ req/s of the no-op; target ≥ 0.9×; in brackets the same from server CPU per call, steadier when the machine is shared):");
+lines.push("ratios of the phases above (req/s of the hot path ÷ req/s of the no-op, windows minutes apart; target ≥ 0.9×; in brackets the same from server CPU per call):");
 for (const r of ratios) {
   lines.push(
     `  ${r.database.padEnd(8)} ${r.hotPath.padEnd(15)} / ${r.versus.padEnd(16)} ${r.ratio.toFixed(2)}×  (${r.serverCpuRatio.toFixed(2)}×)  ${r.met ? "meets target" : "BELOW target"}`,
@@ -689,6 +765,34 @@ for (const r of ratios) {
 }
 if (ownNoop !== undefined && grpcNoop !== undefined) {
   lines.push(`  (own-stack no-op / grpc-js no-op: ${(ownNoop.reqPerSec / grpcNoop.reqPerSec).toFixed(2)}×)`);
+}
+if (roundRatios.length > 0) {
+  lines.push("");
+  lines.push(
+    `interleaved rounds (${options.rounds} per database; one ${options.seconds} s window per server per round, A-B-B-A order, all servers up): req/s and server µs/call`,
+  );
+  const roundPhases = phases.filter((p) => p.round !== undefined);
+  lines.push(
+    table(
+      ["window", "req/s", "p50 ms", "p99 ms", "server µs/call", "client µs/call", "other CPU"],
+      roundPhases.map((p) => [
+        p.label,
+        thousands(p.reqPerSec),
+        fixed(p.latency.p50Ms),
+        fixed(p.latency.p99Ms),
+        fixed(p.serverCpuUsPerCall, 0) + (p.databaseCpuUsPerCall === undefined ? "" : ` (+${fixed(p.databaseCpuUsPerCall, 0)} db)`),
+        fixed(p.clientCpuUsPerCall, 0),
+        `${fixed(Math.max(0, p.otherCpuPercent), 0)} %`,
+      ]),
+      new Set([1, 2, 3, 4, 5, 6]),
+    ),
+  );
+  lines.push("ratios per round (hot-path req/s ÷ no-op req/s of the same round), the median deciding (target ≥ 0.9×):");
+  for (const r of roundRatios) {
+    lines.push(
+      `  ${r.database.padEnd(8)} ${r.hotPath.padEnd(15)} / ${r.versus.padEnd(16)} ${r.perRound.map((x) => x.toFixed(2)).join("  ")}   median ${r.median.toFixed(2)}×  ${r.met ? "meets target" : "BELOW target"}`,
+    );
+  }
 }
 lines.push("");
 lines.push("Decrypt latency by keys stored:");
@@ -751,6 +855,7 @@ await writeFile(
       },
       phases,
       ratios,
+      roundRatios,
       servers,
       seeding,
     },
