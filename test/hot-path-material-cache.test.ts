@@ -13,6 +13,7 @@ import { readDataKeyMaterial } from "../server/src/storage/data-key-material-rea
 import { loadDataKeyMaterial } from "../server/src/storage/dek-version.repository.js";
 import { engineActivityOf } from "../server/src/storage/engine-activity.js";
 import { preparedStatementRunnerOf } from "../server/src/storage/prepared-statements.js";
+import { KekAlgorithm } from "../gen/matih/kms/v1/resources_pb.js";
 import { decryptDataKey } from "../server/src/service/decrypt-data-key.js";
 import { generateDataKey } from "../server/src/service/generate-data-key.js";
 import type { KmsContext } from "../server/src/service/kms-context.js";
@@ -52,6 +53,33 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     expect(after).not.toBe(first);
     expect(after?.lastDecryptTime).toEqual(kms.clock.now());
     expect(await readDataKeyMaterial(db, tenantId, "k", 1)).toBe(after);
+  });
+
+  it("hands out copies of the DEK kept with its cached KEK: wiping an answer never changes the next, for AES and RSA KEKs", async () => {
+    const { keys } = kms.clients();
+    const tenantId = "kept-dek";
+    await keys.createKey({ tenantId, keyId: "aes" });
+    await keys.createKey({ tenantId, keyId: "rsa", kekAlgorithm: KekAlgorithm.RSA_4096 });
+    for (const keyId of ["aes", "rsa"]) {
+      const first = await generateDataKey(kms.context, { tenantId, keyId });
+      const expected = Buffer.from(first.plaintext);
+      first.plaintext.fill(0);
+      const row = (await readDataKeyMaterial(kms.context.db, tenantId, keyId, "primary"))!;
+      const kept = kms.context.kekCache.dataKey({ tenantId, keyId, keyUid: row.keyUid, kekVersion: row.kekVersion }, 1, row.wrappedDek!);
+      expect(kept, keyId).toEqual(expected);
+      const second = await generateDataKey(kms.context, { tenantId, keyId });
+      expect(second.plaintext, keyId).toEqual(expected);
+      expect(second.plaintext).not.toBe(kept);
+      second.plaintext.fill(0);
+      const decrypted = await decryptDataKey(kms.context, { tenantId, keyId, reference: first.reference });
+      expect(decrypted.plaintext, keyId).toEqual(expected);
+      decrypted.plaintext.fill(0);
+      expect((await decryptDataKey(kms.context, { tenantId, keyId, reference: first.reference })).plaintext, keyId).toEqual(expected);
+      // A revocation wipes what was kept, and the next call is refused before anything kept is consulted.
+      await keys.revokeKey({ tenantId, keyId });
+      expect(kept!.every((byte) => byte === 0), keyId).toBe(true);
+      await expect(generateDataKey(kms.context, { tenantId, keyId })).rejects.toMatchObject({ reason: "KEY_REVOKED" });
+    }
   });
 
   it("a revocation is refused on the very next call, however warm the hot path is", async () => {

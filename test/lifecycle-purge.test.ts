@@ -14,6 +14,7 @@ import { runPurge } from "../server/src/jobs/purge.js";
 import { createKekCache } from "../server/src/service/kek-cache.js";
 import { decryptDataKey } from "../server/src/service/decrypt-data-key.js";
 import { flushDecryptTracking, RECORD_AT_ONCE_AFTER_MS } from "../server/src/service/decrypt-tracking.js";
+import { readDataKeyMaterial } from "../server/src/storage/data-key-material-reader.js";
 import { recordLastDecrypts } from "../server/src/storage/lifecycle.repository.js";
 import { engines } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
@@ -217,9 +218,15 @@ describe.each(engines)("datasets, decrypt tracking and purge on $name", (engine)
         [1, DekVersionState.DECRYPT_ONLY, DAY_S, 0, 0],
       ]);
 
+      // The hot path keeps version 1's DEK with its cached KEK; the purge must wipe it in this process too.
+      const material = await readDataKeyMaterial(db(), tenantId, "k", 1);
+      const kept = kms.context.kekCache.dataKey({ tenantId, keyId: "k", keyUid: material!.keyUid, kekVersion: material!.kekVersion }, 1, material!.wrappedDek!);
+      expect(kept).toEqual(Buffer.from(v1.plaintext));
+
       advance(DAY_MS);
       const run = await purge();
       expect(run.purged.filter((p) => p.tenantId === tenantId).map((p) => [p.keyId, p.dekVersion])).toEqual([["k", 1]]);
+      expect(kept!.every((byte) => byte === 0)).toBe(true);
       const [row1] = await dekRows(db(), tenantId, "k");
       expect(row1).toMatchObject({ state: "PURGED", wrapped_material: null, purge_time: kms.clock.now() });
       expect(await eventsOf(db(), tenantId, "k")).toEqual(["KEY_CREATED:1", "DEK_ROTATED:2", "DEK_VERSION_PURGED:1"]);

@@ -1,9 +1,11 @@
 /**
  * The hot path's one read: the key's state, the DEK version's wrapped material
- * and its KEK, in a single query (kept between calls on PGlite while nothing
- * is written: data-key-material-reader.ts); then the KEK (cached) unwraps the DEK.
+ * and its KEK, in a single query (a row kept from an earlier call is proven
+ * current instead: data-key-material-reader.ts); then the DEK — kept with its
+ * cached KEK (kek-cache.ts), or unwrapped by that KEK and kept.
  */
 import { CryptoFailure } from "../crypto/crypto-failure.js";
+import { wipe } from "../crypto/secure-buffer.js";
 import type { DekVersionState, KekAlgorithm, KeyState } from "../domain/key-model.js";
 import { assertDekVersionDecryptable, assertKeyUsable } from "../domain/key-rules.js";
 import { KmsError } from "../domain/kms-error.js";
@@ -45,28 +47,41 @@ export async function unwrapDataKey(
     throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
   }
   const wrappedDek = material.wrappedDek;
-  const plaintext = await withKek(
-    context,
-    {
-      tenantId,
-      keyId,
-      keyUid: material.keyUid,
-      kekVersion: material.kekVersion,
-      kekAlgorithm: material.kekAlgorithm as KekAlgorithm,
-      wrappedKek: material.wrappedKek,
-      rootKeyId: material.rootKeyId,
-      rootProvider: material.rootProvider,
-    },
-    (kek) => {
-      try {
-        return unwrapDek(kek, wrappedDek, dekWrapContext(tenantId, keyId, material.dekVersion));
-      } catch (error) {
-        if (error instanceof CryptoFailure) {
-          throw new KmsError("INTERNAL", `DEK version ${material.dekVersion} of key ${keyId} failed to unwrap under its KEK`, { cause: error });
-        }
-        throw error;
-      }
-    },
-  );
+  const kekRow = {
+    tenantId,
+    keyId,
+    keyUid: material.keyUid,
+    kekVersion: material.kekVersion,
+    kekAlgorithm: material.kekAlgorithm as KekAlgorithm,
+    wrappedKek: material.wrappedKek,
+    rootKeyId: material.rootKeyId,
+    rootProvider: material.rootProvider,
+  };
+  // Only now, with the key and version proven usable by this call's read: the DEK kept with its cached KEK.
+  const kept = context.kekCache.dataKey(kekRow, material.dekVersion, wrappedDek);
+  const plaintext =
+    kept !== undefined
+      ? copyOf(kept)
+      : await withKek(context, kekRow, (kek) => {
+          let unwrapped: Buffer;
+          try {
+            unwrapped = unwrapDek(kek, wrappedDek, dekWrapContext(tenantId, keyId, material.dekVersion));
+          } catch (error) {
+            if (error instanceof CryptoFailure) {
+              throw new KmsError("INTERNAL", `DEK version ${material.dekVersion} of key ${keyId} failed to unwrap under its KEK`, { cause: error });
+            }
+            throw error;
+          }
+          const keptCopy = copyOf(unwrapped);
+          if (!context.kekCache.keepDataKey(kekRow, material.dekVersion, wrappedDek, keptCopy)) wipe(keptCopy);
+          return unwrapped;
+        });
   return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined, row: material };
+}
+
+/** A private copy outside Node's shared buffer pool, so the owner can wipe exactly it. */
+function copyOf(plaintext: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(plaintext.byteLength);
+  plaintext.copy(copy);
+  return copy;
 }

@@ -6,8 +6,23 @@
  * state from the database, so a revocation takes effect on the very next call
  * whatever is cached. Entries are keyed by everything that scopes them (tenant,
  * key, the key's unique id, KEK version) and wiped when evicted.
+ *
+ * An entry also keeps the DEKs its KEK unwrapped (at most
+ * MAX_DATA_KEYS_PER_KEK, by DEK version), each with the wrapped bytes it came
+ * from: it is served only for a row holding exactly those bytes, so it is
+ * always what that row's material unwraps to (an altered row is unwrapped, and
+ * fails, as without the cache). The KEK that unwraps it sits in the same entry anyway, so
+ * keeping it there exposes nothing the entry did not already: it lives no
+ * longer than the KEK (the same maximum age from when the KEK was cached), is
+ * wiped with it — on eviction, expiry, a revocation, a destruction, a finished
+ * re-wrap, shutdown — and saves the hot path an AES-GCM open (for an RSA-4096
+ * KEK, an RSA private-key operation) per call. docs/decisions/0003.
  */
+import { wipe } from "../crypto/secure-buffer.js";
 import { wipeKek, type UnwrappedKek } from "./kek-material.js";
+
+/** DEK versions kept per cached KEK; a key rarely has more than a few in use. */
+export const MAX_DATA_KEYS_PER_KEK = 16;
 
 export interface KekCacheOptions {
   readonly maxEntries: number;
@@ -28,6 +43,17 @@ export interface KekCache {
   set(scope: KekCacheScope, kek: UnwrappedKek): boolean;
   /** Drops (and wipes) every entry of one key. */
   deleteKey(tenantId: string, keyId: string): void;
+  /**
+   * The plaintext of `dekVersion` kept with the cached KEK of `scope`, if both
+   * are there. Lent, not given: copy it before the next await, never wipe it.
+   */
+  dataKey(scope: KekCacheScope, dekVersion: number, wrapped: Uint8Array): Buffer | undefined;
+  /**
+   * Keeps `plaintext` (what `wrapped` unwrapped to under the KEK of `scope`)
+   * with that KEK. True: the cache owns it now. False (the KEK is not
+   * cached): the caller still owns it and must wipe it.
+   */
+  keepDataKey(scope: KekCacheScope, dekVersion: number, wrapped: Uint8Array, plaintext: Buffer): boolean;
   clear(): void;
   readonly size: number;
 }
@@ -36,6 +62,14 @@ interface Entry {
   readonly kek: UnwrappedKek;
   readonly expiresAt: number;
   readonly prefix: string;
+  /** DEKs by DEK version, in the order they were kept. */
+  dataKeys: Map<number, KeptDataKey> | undefined;
+}
+
+interface KeptDataKey {
+  /** Not secret: the stored, wrapped form. */
+  readonly wrapped: Buffer;
+  readonly plaintext: Buffer;
 }
 
 export function createKekCache(options: KekCacheOptions): KekCache {
@@ -46,27 +80,55 @@ export function createKekCache(options: KekCacheOptions): KekCache {
   const evict = (id: string, entry: Entry): void => {
     entries.delete(id);
     wipeKek(entry.kek);
+    if (entry.dataKeys !== undefined) for (const kept of entry.dataKeys.values()) wipe(kept.plaintext);
+    entry.dataKeys = undefined;
+  };
+
+  /** The live entry of `scope`, made most recently used; expired ones are evicted on the way. */
+  const live = (scope: KekCacheScope): Entry | undefined => {
+    const id = cacheId(scope);
+    const entry = entries.get(id);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= now()) {
+      evict(id, entry);
+      return undefined;
+    }
+    entries.delete(id);
+    entries.set(id, entry);
+    return entry;
   };
 
   return {
     get(scope) {
-      const id = cacheId(scope);
-      const entry = entries.get(id);
-      if (entry === undefined) return undefined;
-      if (entry.expiresAt <= now()) {
-        evict(id, entry);
-        return undefined;
+      return live(scope)?.kek;
+    },
+    dataKey(scope, dekVersion, wrapped) {
+      const kept = live(scope)?.dataKeys?.get(dekVersion);
+      return kept !== undefined && kept.wrapped.equals(wrapped) ? kept.plaintext : undefined;
+    },
+    keepDataKey(scope, dekVersion, wrapped, plaintext) {
+      const entry = live(scope);
+      if (entry === undefined) return false;
+      entry.dataKeys ??= new Map();
+      const previous = entry.dataKeys.get(dekVersion);
+      if (previous !== undefined && previous.plaintext !== plaintext) wipe(previous.plaintext);
+      entry.dataKeys.delete(dekVersion);
+      entry.dataKeys.set(dekVersion, { wrapped: Buffer.from(wrapped), plaintext });
+      if (entry.dataKeys.size > MAX_DATA_KEYS_PER_KEK) {
+        const [oldestVersion, oldest] = entry.dataKeys.entries().next().value as [number, KeptDataKey];
+        entry.dataKeys.delete(oldestVersion);
+        wipe(oldest.plaintext);
       }
-      entries.delete(id);
-      entries.set(id, entry);
-      return entry.kek;
+      return true;
     },
     set(scope, kek) {
       if (options.maxEntries <= 0 || options.maxAgeMs <= 0) return false;
       const id = cacheId(scope);
       const previous = entries.get(id);
+      let dataKeys: Map<number, KeptDataKey> | undefined;
       if (previous !== undefined && previous.kek !== kek) evict(id, previous);
-      entries.set(id, { kek, expiresAt: now() + options.maxAgeMs, prefix: keyPrefix(scope.tenantId, scope.keyId) });
+      else if (previous !== undefined) dataKeys = previous.dataKeys;
+      entries.set(id, { kek, expiresAt: now() + options.maxAgeMs, prefix: keyPrefix(scope.tenantId, scope.keyId), dataKeys });
       while (entries.size > options.maxEntries) {
         const oldest = entries.entries().next().value;
         if (oldest === undefined) break;
@@ -92,5 +154,6 @@ function keyPrefix(tenantId: string, keyId: string): string {
 }
 
 function cacheId(scope: KekCacheScope): string {
-  return `${keyPrefix(scope.tenantId, scope.keyId)}\u0000${Buffer.from(scope.keyUid).toString("hex")}\u0000${scope.kekVersion}`;
+  const uid = Buffer.from(scope.keyUid.buffer, scope.keyUid.byteOffset, scope.keyUid.byteLength).toString("hex");
+  return `${keyPrefix(scope.tenantId, scope.keyId)}\u0000${uid}\u0000${scope.kekVersion}`;
 }

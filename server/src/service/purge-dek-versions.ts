@@ -22,6 +22,13 @@ export interface PurgeStep {
 }
 
 export async function purgeKeyVersions(context: KmsContext, name: KeyName, now: Date): Promise<PurgeStep> {
+  const step = await purgeInTransaction(context, name, now);
+  // A purged DEK must not outlive its row in this process either: drop the key's cached KEKs and the DEKs kept with them.
+  if (step.purged.length > 0) context.kekCache.deleteKey(name.tenantId, name.keyId);
+  return step;
+}
+
+function purgeInTransaction(context: KmsContext, name: KeyName, now: Date): Promise<PurgeStep> {
   return context.db.transaction().execute(async (tx) => {
     const row = await lockKeyUnlessBusy(tx, name);
     if (row === undefined) return { visited: false, toPendingPurge: [], purged: [] };
