@@ -134,4 +134,18 @@ describe("KEK cache", () => {
     expect(cache.dataKey(scope("a"), 1, altered)).toBeUndefined();
     expect(cache.dataKey(scope("a"), 1, WRAPPED)).toBe(dek);
   });
+
+  it("setting the same KEK again does not extend its life, nor that of the DEKs kept with it", () => {
+    let now = 1_000;
+    const cache = createKekCache({ maxEntries: 10, maxAgeMs: 500, now: () => now });
+    const kek = aesKek(1);
+    cache.set(scope("a"), kek);
+    const dek = Buffer.alloc(32, 4);
+    cache.keepDataKey(scope("a"), 1, WRAPPED, dek);
+    now += 400;
+    expect(cache.set(scope("a"), kek)).toBe(true);
+    now += 100;
+    expect(cache.dataKey(scope("a"), 1, WRAPPED)).toBeUndefined();
+    expect(dek.every((b) => b === 0)).toBe(true);
+  });
 });

@@ -15,7 +15,7 @@
  * keeping it there exposes nothing the entry did not already: it lives no
  * longer than the KEK (the same maximum age from when the KEK was cached), is
  * wiped with it — on eviction, expiry, a revocation, a destruction, a finished
- * re-wrap, shutdown — and saves the hot path an AES-GCM open (for an RSA-4096
+ * re-wrap, a purge, shutdown — and saves the hot path an AES-GCM open (for an RSA-4096
  * KEK, an RSA private-key operation) per call. docs/decisions/0003.
  */
 import { wipe } from "../crypto/secure-buffer.js";
@@ -125,10 +125,10 @@ export function createKekCache(options: KekCacheOptions): KekCache {
       if (options.maxEntries <= 0 || options.maxAgeMs <= 0) return false;
       const id = cacheId(scope);
       const previous = entries.get(id);
-      let dataKeys: Map<number, KeptDataKey> | undefined;
-      if (previous !== undefined && previous.kek !== kek) evict(id, previous);
-      else if (previous !== undefined) dataKeys = previous.dataKeys;
-      entries.set(id, { kek, expiresAt: now() + options.maxAgeMs, prefix: keyPrefix(scope.tenantId, scope.keyId), dataKeys });
+      // The same KEK again: already held, with its DEKs and its expiry (a kept DEK's age counts from the KEK's unwrap).
+      if (previous !== undefined && previous.kek === kek) return true;
+      if (previous !== undefined) evict(id, previous);
+      entries.set(id, { kek, expiresAt: now() + options.maxAgeMs, prefix: keyPrefix(scope.tenantId, scope.keyId), dataKeys: undefined });
       while (entries.size > options.maxEntries) {
         const oldest = entries.entries().next().value;
         if (oldest === undefined) break;
