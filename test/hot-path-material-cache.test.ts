@@ -1,9 +1,13 @@
 /**
  * The hot path keeps its read (server/src/storage/data-key-material-reader.ts):
  * on PGlite while nothing is written; on PostgreSQL while the tenant's
- * hot-path generation, read by every call through a prepared statement, has
- * not moved. What must hold on both engines: every write is seen by the very
- * next call — on PostgreSQL also a write by another replica or by hand.
+ * hot-path generation has not moved — read by every call through a prepared
+ * statement, or, with a hot-path lease, learnt from the notification every
+ * commit sends (the writer answers only once each leased replica applied it).
+ * What must hold on both engines: every write through the service is seen by
+ * the very next call — on PostgreSQL also on another replica; a write by hand
+ * once the operator's `call hot_path_await_replicas()` returned (or at once,
+ * without leases).
  */
 import { Code } from "@connectrpc/connect";
 import { sql } from "kysely";
@@ -12,7 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readDataKeyMaterial } from "../server/src/storage/data-key-material-reader.js";
 import { loadDataKeyMaterial } from "../server/src/storage/dek-version.repository.js";
 import { engineActivityOf } from "../server/src/storage/engine-activity.js";
-import { preparedStatementRunnerOf } from "../server/src/storage/prepared-statements.js";
+import { hotPathLeaseOf } from "../server/src/storage/hot-path-lease.js";
+import { preparedStatementRunnerOf, registerPreparedStatementRunner } from "../server/src/storage/prepared-statements.js";
 import { KekAlgorithm } from "../gen/matih/kms/v1/resources_pb.js";
 import { decryptDataKey } from "../server/src/service/decrypt-data-key.js";
 import { generateDataKey } from "../server/src/service/generate-data-key.js";
@@ -22,10 +27,22 @@ import { engines, postgresTestUrl } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { createTestKms, type TestKms } from "./support/kms-harness.js";
 
-describe.each(engines)("the hot path's material read on $name", (engine) => {
+/** PostgreSQL twice: with every call checking the tenant's generation, and with a hot-path lease. */
+const variants = engines.flatMap((engine) =>
+  engine.name === "postgres"
+    ? [
+        { name: "postgres", engine, leased: false },
+        { name: "postgres with a hot-path lease", engine, leased: true },
+      ]
+    : [{ name: engine.name, engine, leased: false }],
+);
+const LEASE_MS = 2_000;
+
+describe.each(variants)("the hot path's material read on $name", ({ engine, leased }) => {
   let kms: TestKms;
   beforeAll(async () => {
     kms = await createTestKms(engine);
+    if (leased) await kms.database.startHotPathLease!({ leaseMs: LEASE_MS });
   });
   afterAll(async () => {
     await kms?.close();
@@ -37,6 +54,7 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     if (engine.name === "pglite") expect(activity()).toBeDefined();
     else expect(activity()).toBeUndefined();
     if (engine.name === "postgres") expect(preparedStatementRunnerOf(kms.context.db)).toBeDefined();
+    expect(hotPathLeaseOf(kms.context.db)?.trusted() ?? false).toBe(leased);
   });
 
   it("serves a repeated read from the row it kept, and a Decrypt's recorded use makes the next read fetch it again", async () => {
@@ -49,6 +67,8 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
     const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
     // The first Decrypt of the version is recorded before it answers: a write to the tenant's rows.
     await dataKeys.decrypt({ tenantId, keyId: "k", reference });
+    // That write does not wait for replicas (it makes nothing less usable): wait for its notification here.
+    if (leased) await sql`call hot_path_await_replicas()`.execute(db);
     const after = await readDataKeyMaterial(db, tenantId, "k", 1);
     expect(after).not.toBe(first);
     expect(after?.lastDecryptTime).toEqual(kms.clock.now());
@@ -237,14 +257,28 @@ describe.each(engines)("the hot path's material read on $name", (engine) => {
 });
 
 // A second replica: another pool on the same PostgreSQL schema, with its own kept rows. PGlite is one process's.
-describe.skipIf(!engines.some((engine) => engine.name === "postgres"))("the hot path's kept rows across PostgreSQL replicas", () => {
+const postgres = engines.find((engine) => engine.name === "postgres");
+describe.skipIf(postgres === undefined).each([
+  { name: "checking every call", leased: false },
+  { name: "holding hot-path leases", leased: true },
+])("the hot path's kept rows across PostgreSQL replicas $name", ({ leased }) => {
   let kms: TestKms;
   let replica: OpenedDatabase;
   let operator: pg.Client;
+  let replicaStatements = 0;
   beforeAll(async () => {
-    kms = await createTestKms(engines.find((engine) => engine.name === "postgres")!);
+    kms = await createTestKms(postgres!);
     const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(kms.context.db);
     replica = await openDatabase({ databaseUrl: postgresTestUrl, schema: rows[0]!.schema, poolSize: 2 });
+    const run = preparedStatementRunnerOf(replica.db)!;
+    registerPreparedStatementRunner(replica.db, (name, text, values) => {
+      replicaStatements += 1;
+      return run(name, text, values);
+    });
+    if (leased) {
+      await kms.database.startHotPathLease!({ leaseMs: LEASE_MS });
+      await replica.startHotPathLease!({ leaseMs: LEASE_MS });
+    }
     operator = new pg.Client({ connectionString: postgresTestUrl });
     await operator.connect();
     await operator.query(`set search_path to "${rows[0]!.schema}"`);
@@ -256,17 +290,33 @@ describe.skipIf(!engines.some((engine) => engine.name === "postgres"))("the hot 
   });
   /** The same service on the second replica's database (sharing the root provider and KEK cache is harmless here). */
   const onReplica = (): KmsContext => ({ ...kms.context, db: replica.db });
+  /** What an operator runs after changing key rows by hand, so that every replica has let go of the old rows. */
+  const operatorWaitsForReplicas = async (): Promise<void> => {
+    await operator.query("call hot_path_await_replicas()");
+  };
 
   async function warmKeyOnReplica(tenantId: string): Promise<{ reference: Uint8Array; kept: object | undefined }> {
     const { keys, dataKeys } = kms.clients();
     await keys.createKey({ tenantId, keyId: "k" });
     const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
     await decryptDataKey(onReplica(), { tenantId, keyId: "k", reference });
+    // The Decrypt's recorded use does not wait for replicas; its notification may still be on its way.
+    if (leased) await operatorWaitsForReplicas();
     await generateDataKey(onReplica(), { tenantId, keyId: "k" });
     const kept = await readDataKeyMaterial(replica.db, tenantId, "k", 1);
     expect(await readDataKeyMaterial(replica.db, tenantId, "k", 1)).toBe(kept);
     return { reference, kept };
   }
+
+  it("a kept row costs one statement per call when checking, none with a lease", async () => {
+    const { reference } = await warmKeyOnReplica("replica-count");
+    const before = replicaStatements;
+    for (let i = 0; i < 5; i++) {
+      await decryptDataKey(onReplica(), { tenantId: "replica-count", keyId: "k", reference });
+      await generateDataKey(onReplica(), { tenantId: "replica-count", keyId: "k" });
+    }
+    expect(replicaStatements - before).toBe(leased ? 0 : 10);
+  });
 
   it("a revocation through one replica is refused on the very next call to the other, which had the row kept", async () => {
     const tenantId = "replica-revoke";
@@ -284,10 +334,11 @@ describe.skipIf(!engines.some((engine) => engine.name === "postgres"))("the hot 
     expect((await generateDataKey(onReplica(), { tenantId, keyId: "k" })).dekVersion).toBe(2);
   });
 
-  it("an operator's UPDATE by hand, outside any replica, is seen by the very next call", async () => {
+  it("an operator's UPDATE by hand, outside any replica, is seen by the very next call once the operator waited for replicas", async () => {
     const tenantId = "replica-by-hand";
     const { reference } = await warmKeyOnReplica(tenantId);
     await operator.query("update keys set state = 'REVOKED', revoke_time = now() where tenant_id = $1", [tenantId]);
+    if (leased) await operatorWaitsForReplicas();
     await expect(decryptDataKey(onReplica(), { tenantId, keyId: "k", reference })).rejects.toMatchObject({ reason: "KEY_REVOKED" });
   });
 
@@ -295,6 +346,7 @@ describe.skipIf(!engines.some((engine) => engine.name === "postgres"))("the hot 
     const tenantId = "replica-version";
     const { reference } = await warmKeyOnReplica(tenantId);
     await operator.query("update dek_versions set state = 'REVOKED', revoke_time = now() where tenant_id = $1 and version = 1", [tenantId]);
+    if (leased) await operatorWaitsForReplicas();
     await expect(decryptDataKey(onReplica(), { tenantId, keyId: "k", reference })).rejects.toMatchObject({ reason: expect.stringMatching(/REVOKED/) });
   });
 });

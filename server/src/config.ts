@@ -36,6 +36,12 @@ export interface Config {
   /** BYOK: the enterprise plan's tenants and how to reach customers' KMS keys (KMS_ENTERPRISE_TENANTS, KMS_BYOK_*). */
   readonly customerKeys?: CustomerKeySettings;
   readonly kekCache: { readonly maxEntries: number; readonly maxAgeMs: number };
+  /**
+   * PostgreSQL: how long a replica's hot-path lease runs after each renewal
+   * (KMS_HOT_PATH_LEASE_MS; 0 turns leases off). Writers wait at most this
+   * long for a replica that stopped answering (docs/decisions/0008).
+   */
+  readonly hotPathLeaseMs: number;
   readonly maxBodyBytes: number;
   readonly shutdownGraceMs: number;
   /** How often the TLS files are checked for a renewed certificate. */
@@ -122,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxEntries: integer(env, "KMS_KEK_CACHE_MAX_ENTRIES", 10_000, 0, 1_000_000),
       maxAgeMs: integer(env, "KMS_KEK_CACHE_TTL_SECONDS", 300, 0, 3_600) * 1000,
     },
+    hotPathLeaseMs: hotPathLeaseMs(env),
     maxBodyBytes: integer(env, "KMS_MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     shutdownGraceMs: integer(env, "KMS_SHUTDOWN_GRACE_SECONDS", 10, 0, 600) * 1000,
     tlsReloadIntervalMs: integer(env, "KMS_TLS_RELOAD_INTERVAL_SECONDS", 60, 1, 86_400) * 1000,
@@ -157,6 +164,16 @@ function spiffeList(env: NodeJS.ProcessEnv, name: string, fallback: readonly str
     if (!/^spiffe:\/\/[^/\s]+(\/\S*)?$/.test(id)) throw new ConfigError(`${name} must be a comma-separated list of spiffe:// URIs, got ${JSON.stringify(id)}`);
   }
   return ids;
+}
+
+const HOT_PATH_LEASE_MIN_MS = 500;
+
+function hotPathLeaseMs(env: NodeJS.ProcessEnv): number {
+  const value = integer(env, "KMS_HOT_PATH_LEASE_MS", 3_000, 0, 60_000);
+  if (value !== 0 && value < HOT_PATH_LEASE_MIN_MS) {
+    throw new ConfigError(`KMS_HOT_PATH_LEASE_MS must be 0 (off) or from ${HOT_PATH_LEASE_MIN_MS} to 60000, got ${JSON.stringify(env["KMS_HOT_PATH_LEASE_MS"])}`);
+  }
+  return value;
 }
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {

@@ -78,6 +78,12 @@ async function startWithRootProvider(config: Config, overrides: StartOverrides, 
   try {
     database = overrides.database ?? (await openConfiguredDatabase(config, pgliteDir));
     if (ownsDatabase) await migrateToLatest(database.db);
+    if (ownsDatabase && config.hotPathLeaseMs > 0 && database.startHotPathLease !== undefined) {
+      await database.startHotPathLease({
+        leaseMs: config.hotPathLeaseMs,
+        onTrouble: (message, error) => logger.warn(message, error === undefined ? {} : { err: error }),
+      });
+    }
     const context: KmsContext = {
       db: database.db,
       rootProvider,

@@ -11,13 +11,17 @@
  * - PostgreSQL: other replicas and operators write too. A row is kept with its
  *   tenant's hot-path generation, read in the same statement; that counter
  *   moves in the same transaction as any write to the tenant's keys, KEK or
- *   DEK versions (migration 20251129150000). Every call still goes to the
- *   database after it arrived, but for a kept row it reads only the
- *   generation: unchanged means nothing was committed to that tenant's rows
- *   since, so the kept row is served; changed means it is read again.
+ *   DEK versions (migration 20251129150000).
+ *   - With a hot-path lease (hot-path-lease.ts, decision 0008) a hit costs no
+ *     statement: the commit notified this replica of the new generation, and
+ *     the writer answered only after this replica applied it.
+ *   - Without one (no lease configured, or its connection is down), every call
+ *     goes to the database after it arrived, but for a kept row reads only the
+ *     generation: unchanged means nothing was committed to that tenant's rows
+ *     since, so the kept row is served; changed means it is read again.
  *
- * Either way a revocation, rotation or purge — on any replica — takes effect
- * on the very next call. The reads of calls arriving together share one
+ * Either way a revocation, rotation or purge through the service — on any
+ * replica — takes effect for every call after it answered. The reads of calls arriving together share one
  * statement (batched-material-reads.ts).
  */
 import { CompiledQuery } from "kysely";
@@ -25,6 +29,7 @@ import type { Executor } from "./database.js";
 import { type BatchStatementRunner, createBatchedMaterialRead, type MaterialRead } from "./batched-material-reads.js";
 import { type DataKeyMaterial, loadDataKeyMaterial } from "./dek-version.repository.js";
 import { engineActivityOf } from "./engine-activity.js";
+import { type HotPathLease, hotPathLeaseOf } from "./hot-path-lease.js";
 import { preparedStatementRunnerOf } from "./prepared-statements.js";
 
 /** The largest value a PostgreSQL integer column holds. */
@@ -37,6 +42,8 @@ interface KeptRow {
   readonly row: DataKeyMaterial;
   /** PGlite: the engine's write generation; PostgreSQL: the tenant's hot-path generation. */
   readonly generation: number;
+  /** PostgreSQL with a lease: the lease epoch the read was sent in. */
+  readonly epoch: number;
 }
 
 interface MaterialCache {
@@ -60,7 +67,7 @@ export async function readDataKeyMaterial(
   }
   const runPrepared = preparedStatementRunnerOf(db);
   if (runPrepared !== undefined) {
-    return readCheckedByTenantGeneration(cacheOf(db, 0), batchedReadOf(db, () => runPrepared), tenantId, keyId, dekVersion);
+    return readCheckedByTenantGeneration(cacheOf(db, 0), batchedReadOf(db, () => runPrepared), hotPathLeaseOf(db), tenantId, keyId, dekVersion);
   }
   const activity = engineActivityOf(db);
   if (activity === undefined) return loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
@@ -83,33 +90,46 @@ export async function readDataKeyMaterial(
   return row;
 }
 
-/** PostgreSQL: serve a kept row when its tenant's generation, read after the call arrived, has not moved. */
+/**
+ * PostgreSQL. With a running lease (hot-path-lease.ts): a kept row is served
+ * without a statement while no notification has moved its tenant past the
+ * row's generation. Without one: when its tenant's generation, read after the
+ * call arrived, has not moved.
+ */
 async function readCheckedByTenantGeneration(
   cache: MaterialCache,
   read: MaterialRead,
+  lease: HotPathLease | undefined,
   tenantId: string,
   keyId: string,
   dekVersion: number | "primary",
 ): Promise<DataKeyMaterial | undefined> {
   const id = rowId(tenantId, keyId, dekVersion);
   const kept = cache.rows.get(id);
+  const leased = lease !== undefined && lease.trusted();
   if (kept !== undefined) {
-    const { generation } = await read(tenantId, keyId, dekVersion, false);
-    if (generation === kept.generation) return kept.row;
+    if (leased) {
+      if (kept.epoch === lease.epoch() && kept.generation >= lease.floor(tenantId)) return kept.row;
+    } else {
+      const { generation } = await read(tenantId, keyId, dekVersion, false);
+      if (generation === kept.generation) return kept.row;
+    }
     if (cache.rows.get(id) === kept) cache.rows.delete(id);
   }
+  // Taken before the read: a read sent in an older epoch may have missed notifications.
+  const epoch = lease?.epoch() ?? 0;
   const { row, generation } = await read(tenantId, keyId, dekVersion, true);
   if (row === undefined) return undefined;
   // A read that finished late must not replace what a later one kept (generations only grow).
   const newer = cache.rows.get(id);
-  if (newer !== undefined && newer.generation >= generation) return row;
-  return keep(cache, id, row, generation);
+  if (newer !== undefined && newer.generation >= generation && newer.epoch >= epoch) return row;
+  return keep(cache, id, row, generation, epoch);
 }
 
-function keep(cache: MaterialCache, id: string, row: DataKeyMaterial, generation: number): DataKeyMaterial {
+function keep(cache: MaterialCache, id: string, row: DataKeyMaterial, generation: number, epoch = 0): DataKeyMaterial {
   const frozen = Object.freeze(row);
   cache.rows.delete(id);
-  cache.rows.set(id, { row: frozen, generation });
+  cache.rows.set(id, { row: frozen, generation, epoch });
   // First in, first out when full: a write empties the cache (or the tenant's part of it) often enough that recency buys little.
   if (cache.rows.size > MATERIAL_CACHE_MAX_ENTRIES) {
     const oldest = cache.rows.keys().next().value;

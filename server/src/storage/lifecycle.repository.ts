@@ -6,6 +6,7 @@
  */
 import { sql } from "kysely";
 import type { Executor, KeyRow } from "./database.js";
+import { NO_REPLICA_SYNC } from "./replica-synced-dialect.js";
 import { withTransaction } from "./with-transaction.js";
 
 export interface KeyName {
@@ -107,13 +108,18 @@ export interface DecryptRecord {
   readonly time: Date;
 }
 
-/** `recordLastDecrypt` for many versions in one statement (each moves forward only). */
+/**
+ * `recordLastDecrypt` for many versions in one statement (each moves forward
+ * only). Its commit does not wait for replicas (replica-synced-dialect.ts):
+ * it makes nothing less usable, and a Decrypt may be waiting for it.
+ */
 export async function recordLastDecrypts(db: Executor, records: readonly DecryptRecord[]): Promise<void> {
   if (records.length === 0) return;
   const rows = sql.join(
     records.map((r) => sql`(${r.tenantId}::text, ${r.keyId}::text, ${r.version}::integer, ${r.time}::timestamptz)`),
   );
   await sql`
+    ${sql.raw(NO_REPLICA_SYNC)}
     update dek_versions as d set last_decrypt_time = v.time
     from (values ${rows}) as v(tenant_id, key_id, version, time)
     where d.tenant_id = v.tenant_id and d.key_id = v.key_id and d.version = v.version

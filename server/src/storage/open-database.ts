@@ -3,7 +3,9 @@ import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Database } from "./database.js";
 import { createEngineActivity, registerEngineActivity } from "./engine-activity.js";
+import { type HotPathLease, registerHotPathLease, startHotPathLease } from "./hot-path-lease.js";
 import { registerPreparedStatementRunner } from "./prepared-statements.js";
+import { ReplicaSyncedDialect } from "./replica-synced-dialect.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import { type PostgresTlsOptions, resolvePostgresConnection } from "./postgres-tls.js";
 
@@ -12,6 +14,12 @@ export type DatabaseEngine = "postgres" | "pglite";
 export interface OpenedDatabase {
   readonly db: Kysely<Database>;
   readonly engine: DatabaseEngine;
+  /**
+   * PostgreSQL only, after migrating: registers this handle as a replica with a
+   * hot-path lease (hot-path-lease.ts), so that it serves kept rows without a
+   * statement. close() ends it.
+   */
+  startHotPathLease?(options: { leaseMs: number; onTrouble?: (message: string, error?: unknown) => void }): Promise<void>;
   /** Ends every connection (PostgreSQL) or closes the embedded database (PGlite). */
   close(): Promise<void>;
 }
@@ -73,12 +81,30 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
   });
   const onIdleError = options.onIdleConnectionError;
   pool.on("error", (error) => onIdleError?.(error));
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new ReplicaSyncedDialect(new PostgresDialect({ pool })) });
   registerPreparedStatementRunner(db, async (name, text, values) => (await pool.query({ name, text, values: [...values] })).rows);
+  let lease: HotPathLease | undefined;
   return {
     db,
     engine: "postgres",
+    async startHotPathLease({ leaseMs, onTrouble }) {
+      if (lease !== undefined) throw new Error("this database already holds a hot-path lease");
+      lease = await startHotPathLease({
+        leaseMs,
+        onTrouble,
+        newClient: () =>
+          new pg.Client({
+            connectionString,
+            ssl,
+            connectionTimeoutMillis: options.connectTimeoutMillis ?? 10_000,
+            ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+          }),
+      });
+      registerHotPathLease(db, lease);
+    },
     async close() {
+      registerHotPathLease(db, undefined);
+      await lease?.stop();
       await db.destroy();
       // Kysely only ends the pool if the database was ever used.
       if (!pool.ended) await pool.end();

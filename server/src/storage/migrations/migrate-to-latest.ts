@@ -3,6 +3,7 @@ import * as createKeyTables from "./20251129120000_create-key-tables.js";
 import * as lifecycle from "./20251129130000_lifecycle.js";
 import * as jobBatches from "./20251129140000_job-batches.js";
 import * as hotPathGenerations from "./20251129150000_hot-path-generations.js";
+import * as hotPathLeases from "./20251129190000_hot-path-leases.js";
 
 /**
  * Every migration, by name; kysely applies them in name order. Listed here
@@ -15,6 +16,7 @@ export const migrations: Readonly<Record<string, Migration>> = {
   "20251129130000_lifecycle": lifecycle,
   "20251129140000_job-batches": jobBatches,
   "20251129150000_hot-path-generations": hotPathGenerations,
+  "20251129190000_hot-path-leases": hotPathLeases,
 };
 
 /**

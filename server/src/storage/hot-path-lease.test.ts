@@ -1,0 +1,218 @@
+/**
+ * Hot-path leases (hot-path-lease.ts, replica-synced-dialect.ts, migration
+ * 20251129190000): a replica trusts what it keeps only while it holds a lease,
+ * and a commit that wrote key rows returns only once every replica with a
+ * running lease acknowledged it. PostgreSQL only: PGlite is one process, with
+ * no replicas to wait for (its hot path is proven by write generations).
+ *
+ * A "silent replica" below is a registry row nobody acknowledges for: the
+ * writer must wait for it until it acknowledges or its lease runs out.
+ */
+import { sql } from "kysely";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { engines, postgresTestUrl } from "../../../test/support/databases.js";
+import { ConfigError, loadConfig } from "../config.js";
+import type { Executor } from "./database.js";
+import { hotPathLeaseOf } from "./hot-path-lease.js";
+import { recordLastDecrypts } from "./lifecycle.repository.js";
+import { openDatabase, type OpenedDatabase } from "./open-database.js";
+import { writesKeyRows } from "./replica-synced-dialect.js";
+
+const postgres = engines.find((engine) => engine.name === "postgres");
+const LEASE_MS = 1_000;
+
+describe("which statements make their commit wait for replicas", () => {
+  it("writes to keys, KEK versions and DEK versions do, by the query builder or raw, except the marked Decrypt bookkeeping", () => {
+    for (const text of [
+      'insert into "keys" ("tenant_id") values ($1)',
+      'update "dek_versions" set "state" = $1 where "tenant_id" = $2',
+      'delete from "kek_versions" where "tenant_id" = $1',
+      "update dek_versions as d set wrapped_material = v.m from (values ($1)) as v(m)",
+      "UPDATE public.keys SET state = 'REVOKED'",
+      "truncate table kek_versions",
+    ]) {
+      expect(writesKeyRows(text), text).toBe(true);
+    }
+    for (const text of [
+      'select * from "keys" where "tenant_id" = $1 for update',
+      'insert into "key_events" ("tenant_id") values ($1) on conflict do update set "type" = $2',
+      'update "keys_archive" set x = 1',
+      'insert into "jobs" ("kind") values ($1)',
+      "/* no replica sync */ update dek_versions as d set last_decrypt_time = v.time",
+    ]) {
+      expect(writesKeyRows(text), text).toBe(false);
+    }
+  });
+});
+
+describe("KMS_HOT_PATH_LEASE_MS", () => {
+  it("defaults to 3 s, 0 turns leases off, and a lease too short to renew is refused naming the variable", () => {
+    expect(loadConfig({}).hotPathLeaseMs).toBe(3_000);
+    expect(loadConfig({ KMS_HOT_PATH_LEASE_MS: "0" }).hotPathLeaseMs).toBe(0);
+    expect(loadConfig({ KMS_HOT_PATH_LEASE_MS: "10000" }).hotPathLeaseMs).toBe(10_000);
+    for (const bad of ["100", "60001", "1.5", "soon"]) {
+      expect(() => loadConfig({ KMS_HOT_PATH_LEASE_MS: bad }), bad).toThrow(ConfigError);
+      expect(() => loadConfig({ KMS_HOT_PATH_LEASE_MS: bad }), bad).toThrow(/KMS_HOT_PATH_LEASE_MS/);
+    }
+  });
+});
+
+describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
+  let opened: OpenedDatabase;
+  let db: Executor;
+  beforeAll(async () => {
+    opened = await postgres!.open();
+    db = opened.db;
+    await opened.startHotPathLease!({ leaseMs: LEASE_MS });
+  });
+  afterAll(async () => {
+    await opened?.close();
+  });
+
+  const lease = () => hotPathLeaseOf(db)!;
+
+  async function addSilentReplica(name: string): Promise<void> {
+    await sql`insert into hot_path_replicas (replica_id, lease_expires_at, acked_through, register_time, listener_pid)
+      values (${name}, clock_timestamp() + interval '10 minutes', 0, clock_timestamp(), 0)`.execute(db);
+  }
+
+  /** Resolves once this process's own lease acknowledged every ping sent so far: the writer is now waiting on the silent one only. */
+  async function ownLeaseCaughtUp(): Promise<void> {
+    for (;;) {
+      const { rows } = await sql<{ caught_up: boolean }>`
+        select acked_through >= (select last_value from hot_path_sync_seq) as caught_up
+        from hot_path_replicas where replica_id = ${lease().replicaId()}`.execute(db);
+      if (rows[0]?.caught_up === true) return;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  function tracked<T>(promise: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+    let settled = false;
+    const observed = promise.finally(() => {
+      settled = true;
+    });
+    return { promise: observed, settled: () => settled };
+  }
+
+  const aKeyWrite = (description: string) =>
+    db.updateTable("keys").set({ description }).where("tenant_id", "=", "nobody").execute();
+
+  it("registers with a running lease, and trusts it", async () => {
+    expect(lease().trusted()).toBe(true);
+    const { rows } = await sql<{ live: boolean }>`
+      select lease_expires_at > clock_timestamp() as live from hot_path_replicas where replica_id = ${lease().replicaId()}`.execute(db);
+    expect(rows).toEqual([{ live: true }]);
+  });
+
+  it("a key write returns only after a replica that had not acknowledged it does", async () => {
+    await addSilentReplica("silent-acks");
+    try {
+      const write = tracked(aKeyWrite("a"));
+      await ownLeaseCaughtUp();
+      expect(write.settled()).toBe(false);
+      await sql`update hot_path_replicas set acked_through = 9223372036854775807 where replica_id = 'silent-acks'`.execute(db);
+      await write.promise;
+    } finally {
+      await sql`delete from hot_path_replicas where replica_id = 'silent-acks'`.execute(db);
+    }
+  });
+
+  it("a key write stops waiting for a silent replica once its lease ran out", async () => {
+    await addSilentReplica("silent-expires");
+    try {
+      const write = tracked(db.transaction().execute((tx) => tx.updateTable("dek_versions").set({ state: "PRIMARY" }).where("tenant_id", "=", "nobody").execute()));
+      await ownLeaseCaughtUp();
+      expect(write.settled()).toBe(false);
+      await sql`update hot_path_replicas set lease_expires_at = clock_timestamp() - interval '1 second' where replica_id = 'silent-expires'`.execute(db);
+      await write.promise;
+    } finally {
+      await sql`delete from hot_path_replicas where replica_id = 'silent-expires'`.execute(db);
+    }
+  });
+
+  it("a rolled-back transaction, a write to other tables and the Decrypt bookkeeping do not wait", async () => {
+    await addSilentReplica("silent-ignored");
+    try {
+      await expect(
+        db.transaction().execute(async (tx) => {
+          await tx.updateTable("keys").set({ description: "b" }).where("tenant_id", "=", "nobody").execute();
+          throw new Error("rolled back on purpose");
+        }),
+      ).rejects.toThrow("rolled back on purpose");
+      await db.deleteFrom("jobs").where("tenant_id", "=", "nobody").execute();
+      await recordLastDecrypts(db, [{ tenantId: "nobody", keyId: "k", version: 1, time: new Date() }]);
+    } finally {
+      await sql`delete from hot_path_replicas where replica_id = 'silent-ignored'`.execute(db);
+    }
+  });
+
+  it("a commit that changed a tenant's key rows has raised that tenant's floor here before it returns", async () => {
+    const tenantId = "lease-floor";
+    await db.insertInto("tenants").values({ tenant_id: tenantId, create_time: new Date() }).execute();
+    const { rows } = await sql<{ generation: string }>`select generation from hot_path_generations where tenant_id = ${tenantId}`.execute(db);
+    const before = Number(rows[0]?.generation ?? 0);
+    await sql`update keys set description = 'x' where tenant_id = ${tenantId}`.execute(db);
+    // No key rows of that tenant: the statement noted nothing, so nothing moved.
+    expect(lease().floor(tenantId)).toBe(before);
+    await db
+      .insertInto("keys")
+      .values({
+        tenant_id: tenantId,
+        key_id: "k",
+        key_uid: Buffer.alloc(16, 7),
+        kek_algorithm: "AES_256",
+        protection: "PLATFORM_MANAGED",
+        state: "ENABLED",
+        dek_rotation_period_seconds: 86_400,
+        kek_rotation_period_seconds: 86_400,
+        primary_dek_version: 1,
+        primary_kek_version: 1,
+        create_time: new Date(),
+        update_time: new Date(),
+      })
+      .execute();
+    const after = await sql<{ generation: string }>`select generation from hot_path_generations where tenant_id = ${tenantId}`.execute(db);
+    expect(Number(after.rows[0]?.generation)).toBeGreaterThan(before);
+    expect(lease().floor(tenantId)).toBe(Number(after.rows[0]?.generation));
+  });
+
+  it("a lease that ran out is never renewed: the replica registers anew, in a new epoch, and its old row is gone", async () => {
+    const oldId = lease().replicaId();
+    const oldEpoch = lease().epoch();
+    await sql`update hot_path_replicas set lease_expires_at = clock_timestamp() - interval '1 second' where replica_id = ${oldId}`.execute(db);
+    // A ping: the replica's acknowledgement finds its lease over.
+    await sql`call hot_path_await_replicas()`.execute(db);
+    await until(() => lease().replicaId() !== "" && lease().replicaId() !== oldId && lease().trusted());
+    expect(lease().epoch()).toBeGreaterThan(oldEpoch);
+    const { rows } = await sql<{ replica_id: string }>`select replica_id from hot_path_replicas where replica_id = ${oldId}`.execute(db);
+    expect(rows).toEqual([]);
+  });
+
+  it("losing the listening connection ends trust and drops everything kept; the lease comes back by itself", async () => {
+    const oldId = lease().replicaId();
+    const oldEpoch = lease().epoch();
+    await sql`select pg_terminate_backend(listener_pid) from hot_path_replicas where replica_id = ${oldId}`.execute(db);
+    await until(() => lease().epoch() > oldEpoch);
+    await until(() => lease().trusted() && lease().replicaId() !== oldId);
+    // The old registration was removed on re-registering: writers do not wait out its lease.
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from hot_path_replicas where replica_id = ${oldId}`.execute(db);
+    expect(rows).toEqual([{ n: 0 }]);
+  });
+
+  it("close() leaves the registry, so writers stop waiting for it at once", async () => {
+    const { rows: schema } = await sql<{ name: string }>`select current_schema() as name`.execute(db);
+    const other = await openDatabase({ databaseUrl: postgresTestUrl, schema: schema[0]!.name, poolSize: 1 });
+    await other.startHotPathLease!({ leaseMs: 60_000 });
+    const id = hotPathLeaseOf(other.db)!.replicaId();
+    expect(id).not.toBe("");
+    await other.close();
+    expect(hotPathLeaseOf(other.db)).toBeUndefined();
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from hot_path_replicas where replica_id = ${id}`.execute(db);
+    expect(rows).toEqual([{ n: 0 }]);
+  });
+});
+
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
+}

@@ -1,0 +1,136 @@
+import { type Kysely, sql } from "kysely";
+
+/*
+ * Hot-path leases (docs/decisions/0008-hot-path-leases.md): replicas that
+ * serve kept rows without asking the database, and writers that wait until
+ * every such replica has dropped what their commit made stale.
+ *
+ * - At commit, the generation bump (migration 20251129150000) now also
+ *   notifies: `g <generation> <tenant>` per tenant bumped, `all` for a
+ *   truncate. The channel is per schema, so two deployments (or test runs)
+ *   sharing a database never hear each other.
+ * - hot_path_replicas: one row per listening replica. `acked_through` is the
+ *   highest sync ping it has acknowledged; every notification committed before
+ *   that ping was applied first (notifications arrive in commit order).
+ *   `lease_expires_at` moves only with an acknowledgement, and only while the
+ *   lease is still running: a replica whose lease ran out must register
+ *   anew, with nothing kept.
+ * - hot_path_sync_seq numbers the pings (`sync <n>`).
+ * - `call hot_path_await_replicas()` is the writer's wait, for this service
+ *   after each commit that touched key rows and for an operator after SQL of
+ *   their own: it pings, then returns once every replica with a running lease
+ *   has acknowledged the ping or lost its lease. It commits inside (the ping
+ *   must be delivered, row locks released), so it runs outside a transaction
+ *   block, and names its tables with their schema because a procedure with a
+ *   SET clause may not commit.
+ */
+const PINNED_SEARCH_PATH = "set search_path from current";
+const id = sql`text collate "C"`;
+/** Far beyond any lease: every replica that does not acknowledge has lost its lease long before. */
+const AWAIT_TIMEOUT_SECONDS = 60;
+
+export async function up(db: Kysely<any>): Promise<void> {
+  await sql`create table hot_path_replicas (
+    replica_id ${id} primary key,
+    lease_expires_at timestamptz not null,
+    acked_through bigint not null,
+    register_time timestamptz not null,
+    -- The backend of its listening connection, for an operator's pg_stat_activity.
+    listener_pid integer not null
+  )`.execute(db);
+  await sql`create sequence hot_path_sync_seq`.execute(db);
+  await sql
+    .raw(
+      `create function hot_path_channel() returns text language sql stable ${PINNED_SEARCH_PATH} as $$
+  select 'matih_kms_hot_path_' || left(md5(current_schema()), 16)
+$$`,
+    )
+    .execute(db);
+  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
+  const schema = `"${(rows[0]?.schema ?? "public").replaceAll('"', '""')}"`;
+  // The lock: a replica's renewal committing while this looks would otherwise be missed, and the
+  // replica would trust its rows again without having applied this writer's notifications.
+  await sql
+    .raw(
+      `create procedure hot_path_await_replicas() language plpgsql as $$
+declare
+  ping bigint;
+  waiting bigint;
+  deadline timestamptz := clock_timestamp() + interval '${AWAIT_TIMEOUT_SECONDS} seconds';
+begin
+  ping := nextval('${schema.replaceAll("'", "''")}.hot_path_sync_seq');
+  perform pg_notify(${schema}.hot_path_channel(), 'sync ' || ping);
+  commit;
+  loop
+    select count(*) into waiting
+      from (select lease_expires_at from ${schema}.hot_path_replicas where acked_through < ping for share) as unacknowledged
+      where unacknowledged.lease_expires_at > clock_timestamp();
+    commit;
+    exit when waiting = 0;
+    if clock_timestamp() > deadline then
+      raise exception 'hot_path_await_replicas: % replicas with a running lease did not acknowledge sync ping % within ${AWAIT_TIMEOUT_SECONDS} s', waiting, ping;
+    end if;
+    perform pg_sleep(0.001);
+  end loop;
+end $$`,
+    )
+    .execute(db);
+  await sql
+    .raw(
+      `create or replace function hot_path_bump_noted() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
+declare
+  bumped record;
+begin
+  -- The first note of a transaction to fire bumps all of its tenants, in order; the rest find nothing.
+  for bumped in
+    insert into hot_path_generations (tenant_id, generation)
+      select tenant_id, 1 from hot_path_pending where transaction_id = new.transaction_id order by tenant_id
+      on conflict (tenant_id) do update set generation = hot_path_generations.generation + 1
+      returning tenant_id, generation
+  loop
+    perform pg_notify(hot_path_channel(), 'g ' || bumped.generation || ' ' || bumped.tenant_id);
+  end loop;
+  delete from hot_path_pending where transaction_id = new.transaction_id;
+  return null;
+end $$`,
+    )
+    .execute(db);
+  await sql
+    .raw(
+      `create or replace function hot_path_bump_all() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
+begin
+  update hot_path_generations set generation = generation + 1;
+  perform pg_notify(hot_path_channel(), 'all');
+  return null;
+end $$`,
+    )
+    .execute(db);
+}
+
+export async function down(db: Kysely<any>): Promise<void> {
+  await sql
+    .raw(
+      `create or replace function hot_path_bump_noted() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
+begin
+  insert into hot_path_generations (tenant_id, generation)
+    select tenant_id, 1 from hot_path_pending where transaction_id = new.transaction_id order by tenant_id
+    on conflict (tenant_id) do update set generation = hot_path_generations.generation + 1;
+  delete from hot_path_pending where transaction_id = new.transaction_id;
+  return null;
+end $$`,
+    )
+    .execute(db);
+  await sql
+    .raw(
+      `create or replace function hot_path_bump_all() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
+begin
+  update hot_path_generations set generation = generation + 1;
+  return null;
+end $$`,
+    )
+    .execute(db);
+  await sql`drop procedure hot_path_await_replicas()`.execute(db);
+  await sql`drop function hot_path_channel()`.execute(db);
+  await sql`drop sequence hot_path_sync_seq`.execute(db);
+  await sql`drop table hot_path_replicas`.execute(db);
+}

@@ -1,0 +1,125 @@
+/**
+ * PostgreSQL, with every commit that wrote key rows followed by
+ * `call hot_path_await_replicas()` (migration 20251129190000) before it
+ * returns: the service answers a RevokeKey, a RotateKey — any change to keys,
+ * KEK or DEK versions — only once every replica holding a hot-path lease has
+ * dropped the rows the change made stale, or lost its lease
+ * (docs/decisions/0008-hot-path-leases.md).
+ *
+ * Which statements count is read from the SQL text, so raw SQL and the query
+ * builder are covered alike. The one write that opts out says so in its text
+ * (NO_REPLICA_SYNC): the Decrypt bookkeeping, which makes nothing less usable
+ * and is sometimes written while a Decrypt waits.
+ *
+ * The wait runs on the connection that committed, so a full pool cannot
+ * starve it. A database not yet migrated that far has no such procedure: the
+ * wait is skipped (nothing can hold a lease there).
+ */
+import type { DatabaseConnection, Dialect, Driver, QueryResult, TransactionSettings } from "kysely";
+import { CompiledQuery } from "kysely";
+
+/** Put in a statement's SQL (as a comment) to let its commit return without waiting for replicas. */
+export const NO_REPLICA_SYNC = "/* no replica sync */";
+
+const WRITES_KEY_ROWS = /\b(?:insert\s+into|update|delete\s+from|truncate(?:\s+table)?)\s+(?:only\s+)?(?:"?[a-z_][a-z0-9_]*"?\.)?"?(?:keys|kek_versions|dek_versions)"?(?![a-z0-9_])/i;
+const AWAIT_REPLICAS = CompiledQuery.raw("call hot_path_await_replicas()");
+/** undefined_function, undefined_table: the migration that adds the procedure has not run. */
+const NOT_MIGRATED = new Set(["42883", "42P01"]);
+
+export function writesKeyRows(sqlText: string): boolean {
+  return WRITES_KEY_ROWS.test(sqlText) && !sqlText.includes(NO_REPLICA_SYNC);
+}
+
+export class ReplicaSyncedDialect implements Dialect {
+  constructor(private readonly inner: Dialect) {}
+
+  createDriver(): Driver {
+    return new ReplicaSyncedDriver(this.inner.createDriver());
+  }
+  createQueryCompiler(): ReturnType<Dialect["createQueryCompiler"]> {
+    return this.inner.createQueryCompiler();
+  }
+  createAdapter(): ReturnType<Dialect["createAdapter"]> {
+    return this.inner.createAdapter();
+  }
+  createIntrospector(db: Parameters<Dialect["createIntrospector"]>[0]): ReturnType<Dialect["createIntrospector"]> {
+    return this.inner.createIntrospector(db);
+  }
+}
+
+class TrackedConnection implements DatabaseConnection {
+  inTransaction = false;
+  /** A statement of the open transaction wrote key rows. */
+  wroteKeyRows = false;
+
+  constructor(readonly inner: DatabaseConnection) {}
+
+  async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
+    const result = await this.inner.executeQuery<R>(compiledQuery);
+    if (writesKeyRows(compiledQuery.sql)) {
+      if (this.inTransaction) this.wroteKeyRows = true;
+      else await awaitReplicas(this.inner);
+    }
+    return result;
+  }
+
+  streamQuery<R>(compiledQuery: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
+    return this.inner.streamQuery<R>(compiledQuery, chunkSize);
+  }
+}
+
+class ReplicaSyncedDriver implements Driver {
+  constructor(private readonly inner: Driver) {}
+
+  init(): Promise<void> {
+    return this.inner.init();
+  }
+  async acquireConnection(): Promise<DatabaseConnection> {
+    return new TrackedConnection(await this.inner.acquireConnection());
+  }
+  async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
+    const tracked = connection as TrackedConnection;
+    await this.inner.beginTransaction(tracked.inner, settings);
+    tracked.inTransaction = true;
+    tracked.wroteKeyRows = false;
+  }
+  async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    const tracked = connection as TrackedConnection;
+    const wrote = tracked.wroteKeyRows;
+    tracked.inTransaction = false;
+    tracked.wroteKeyRows = false;
+    await this.inner.commitTransaction(tracked.inner);
+    if (wrote) await awaitReplicas(tracked.inner);
+  }
+  async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    const tracked = connection as TrackedConnection;
+    tracked.inTransaction = false;
+    tracked.wroteKeyRows = false;
+    await this.inner.rollbackTransaction(tracked.inner);
+  }
+  async savepoint(connection: DatabaseConnection, name: string, compile: Parameters<NonNullable<Driver["savepoint"]>>[2]): Promise<void> {
+    await this.inner.savepoint?.((connection as TrackedConnection).inner, name, compile);
+  }
+  async rollbackToSavepoint(connection: DatabaseConnection, name: string, compile: Parameters<NonNullable<Driver["savepoint"]>>[2]): Promise<void> {
+    // What was written before the savepoint still counts; a wait too many costs only time.
+    await this.inner.rollbackToSavepoint?.((connection as TrackedConnection).inner, name, compile);
+  }
+  async releaseSavepoint(connection: DatabaseConnection, name: string, compile: Parameters<NonNullable<Driver["savepoint"]>>[2]): Promise<void> {
+    await this.inner.releaseSavepoint?.((connection as TrackedConnection).inner, name, compile);
+  }
+  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+    await this.inner.releaseConnection((connection as TrackedConnection).inner);
+  }
+  destroy(): Promise<void> {
+    return this.inner.destroy();
+  }
+}
+
+async function awaitReplicas(connection: DatabaseConnection): Promise<void> {
+  try {
+    await connection.executeQuery(AWAIT_REPLICAS);
+  } catch (error) {
+    if (NOT_MIGRATED.has((error as { code?: unknown }).code as string)) return;
+    throw error;
+  }
+}
