@@ -107,14 +107,13 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
   const acknowledge = (from: pg.Client, ping: string): void => {
     const sentAt = performance.now();
     lastAckSentAt = sentAt;
-    from
-      .query(
-        `update hot_path_replicas
+    inOrder(
+      from,
+      `update hot_path_replicas
             set acked_through = greatest(acked_through, $2::bigint), lease_expires_at = clock_timestamp() + $3::integer * interval '1 millisecond'
           where replica_id = $1 and lease_expires_at > clock_timestamp()`,
-        [replicaId, ping, leaseMs],
-      )
-      .then(
+      [replicaId, ping, leaseMs],
+    ).then(
         (result) => {
           if (from !== client) return;
           if (result.rowCount === 1) {
@@ -163,6 +162,8 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       if (!CHANNEL.test(channel)) throw new Error(`unexpected hot-path channel name ${JSON.stringify(channel)}`);
       // Not yet current: notifications arriving before LISTEN answers are applied to the old epoch.
       client = next;
+      // Renewals need no durability: a crash of PostgreSQL breaks this connection, which ends the trust.
+      await next.query("set synchronous_commit to off");
       await next.query(`listen ${channel}`);
       // Every read from here on is followed by the invalidations of what it read.
       dropEverything();
@@ -201,9 +202,7 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
   const renewTimer = setInterval(() => {
     const current = client;
     if (current === undefined || replicaId === "" || performance.now() - lastAckSentAt < renewEveryMs) return;
-    current
-      .query("select pg_notify(hot_path_channel(), 'sync ' || nextval('hot_path_sync_seq'))")
-      .catch((error: unknown) => lose(current, "hot-path lease: renewing failed", error));
+    inOrder(current, "select pg_notify(hot_path_channel(), 'sync ' || nextval('hot_path_sync_seq'))").catch((error: unknown) => lose(current, "hot-path lease: renewing failed", error));
   }, renewEveryMs);
   renewTimer.unref();
 
@@ -229,11 +228,24 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       client = undefined;
       if (current === undefined) return;
       current.removeAllListeners("notification");
-      await current.query("delete from hot_path_replicas where replica_id = $1", [replicaId]).catch(() => {});
+      await inOrder(current, "delete from hot_path_replicas where replica_id = $1", [replicaId]).catch(() => {});
       current.on("error", () => {});
       await current.end().catch(() => {});
     },
   };
+}
+
+const queues = new WeakMap<pg.Client, Promise<unknown>>();
+
+/** Statements on the listening connection run one after another, in the order asked (pg 9 stops queueing them itself). */
+function inOrder(client: pg.Client, text: string, values?: unknown[]): Promise<pg.QueryResult> {
+  const previous = queues.get(client) ?? Promise.resolve();
+  const result = previous.then(() => client.query(text, values));
+  queues.set(
+    client,
+    result.catch(() => {}),
+  );
+  return result;
 }
 
 const leases = new WeakMap<object, HotPathLease>();

@@ -48,8 +48,10 @@ $$`,
     .execute(db);
   const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
   const schema = `"${(rows[0]?.schema ?? "public").replaceAll('"', '""')}"`;
-  // The lock: a replica's renewal committing while this looks would otherwise be missed, and the
-  // replica would trust its rows again without having applied this writer's notifications.
+  // The table lock: a renewal in flight while this looks would otherwise commit unseen, and its
+  // replica trust its rows again without having applied this writer's notifications. SHARE waits for
+  // renewals in flight and holds new ones back until the count is taken; it takes no transaction id.
+  // The ping needs no durability (notifications do not survive a restart), so its commit does not wait for the WAL.
   await sql
     .raw(
       `create procedure hot_path_await_replicas() language plpgsql as $$
@@ -58,19 +60,20 @@ declare
   waiting bigint;
   deadline timestamptz := clock_timestamp() + interval '${AWAIT_TIMEOUT_SECONDS} seconds';
 begin
+  perform set_config('synchronous_commit', 'off', true);
   ping := nextval('${schema.replaceAll("'", "''")}.hot_path_sync_seq');
   perform pg_notify(${schema}.hot_path_channel(), 'sync ' || ping);
   commit;
   loop
-    select count(*) into waiting
-      from (select lease_expires_at from ${schema}.hot_path_replicas where acked_through < ping for share) as unacknowledged
-      where unacknowledged.lease_expires_at > clock_timestamp();
+    lock table ${schema}.hot_path_replicas in share mode;
+    select count(*) into waiting from ${schema}.hot_path_replicas
+      where acked_through < ping and lease_expires_at > clock_timestamp();
     commit;
     exit when waiting = 0;
     if clock_timestamp() > deadline then
       raise exception 'hot_path_await_replicas: % replicas with a running lease did not acknowledge sync ping % within ${AWAIT_TIMEOUT_SECONDS} s', waiting, ping;
     end if;
-    perform pg_sleep(0.001);
+    perform pg_sleep(0.0002);
   end loop;
 end $$`,
     )
