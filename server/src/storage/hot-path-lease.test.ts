@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { engines, postgresTestUrl } from "../../../test/support/databases.js";
 import { ConfigError, loadConfig } from "../config.js";
 import type { Executor } from "./database.js";
-import { hotPathLeaseOf } from "./hot-path-lease.js";
+import pg from "pg";
+import { hotPathLeaseOf, startHotPathLease } from "./hot-path-lease.js";
 import { recordLastDecrypts } from "./lifecycle.repository.js";
 import { openDatabase, type OpenedDatabase } from "./open-database.js";
 import { writesKeyRows } from "./replica-synced-dialect.js";
@@ -30,6 +31,12 @@ describe("which statements make their commit wait for replicas", () => {
       "update dek_versions as d set wrapped_material = v.m from (values ($1)) as v(m)",
       "UPDATE public.keys SET state = 'REVOKED'",
       "truncate table kek_versions",
+      "update /* why */ keys set state = 'REVOKED'",
+      "-- by hand\nupdate\n  keys set state = 'REVOKED'",
+      "truncate jobs, keys",
+      "merge into dek_versions as d using v on true when matched then delete",
+      'update "my-schema".kek_versions set state = $1',
+      "copy dek_versions from stdin",
     ]) {
       expect(writesKeyRows(text), text).toBe(true);
     }
@@ -39,6 +46,7 @@ describe("which statements make their commit wait for replicas", () => {
       'update "keys_archive" set x = 1',
       'insert into "jobs" ("kind") values ($1)',
       "/* no replica sync */ update dek_versions as d set last_decrypt_time = v.time",
+      "truncate jobs_monkeys",
     ]) {
       expect(writesKeyRows(text), text).toBe(false);
     }
@@ -177,6 +185,46 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
     expect(lease().floor(tenantId)).toBe(Number(after.rows[0]?.generation));
   });
 
+  it("a write whose wait for replicas fails is not failed: it committed, so the writer waits out the lease instead", async () => {
+    await sql`alter procedure hot_path_await_replicas() rename to hot_path_await_replicas_saved`.execute(db);
+    await sql`create procedure hot_path_await_replicas() language plpgsql as $$ begin raise exception 'replicas unreachable'; end $$`.execute(db);
+    try {
+      await db.transaction().execute((tx) => tx.updateTable("keys").set({ description: "after-failed-wait" }).where("tenant_id", "=", "lease-floor").execute());
+      const { rows } = await sql<{ description: string }>`select description from keys where tenant_id = 'lease-floor'`.execute(db);
+      expect(rows).toEqual([{ description: "after-failed-wait" }]);
+    } finally {
+      await sql`drop procedure hot_path_await_replicas()`.execute(db);
+      await sql`alter procedure hot_path_await_replicas_saved() rename to hot_path_await_replicas`.execute(db);
+    }
+  });
+
+  it("a ping's acknowledgement renews the lease from when the ping was taken: an old ping renews nothing", async () => {
+    const { rows: schema } = await sql<{ name: string }>`select current_schema() as name`.execute(db);
+    const slow = await openDatabase({ databaseUrl: postgresTestUrl, schema: schema[0]!.name, poolSize: 1 });
+    try {
+      // A long lease: its own renewals come only every ~20 s, so every change below is an acknowledgement's.
+      await slow.startHotPathLease!({ leaseMs: 60_000 });
+      const id = hotPathLeaseOf(slow.db)!.replicaId();
+      const leaseOf = async () =>
+        (await sql<{ expires: Date; acked: string }>`select lease_expires_at as expires, acked_through as acked from hot_path_replicas where replica_id = ${id}`.execute(db))
+          .rows[0]!;
+      const acknowledged = async (ping: number) => {
+        while (Number((await leaseOf()).acked) < ping) await new Promise((resolve) => setTimeout(resolve, 5));
+      };
+      const before = await leaseOf();
+      const { rows: old } = await sql<{ n: string }>`
+        select n, pg_notify(hot_path_channel(), 'sync ' || n || ' ' || (floor(extract(epoch from clock_timestamp()) * 1000) - 120000)::bigint)
+        from (select nextval('hot_path_sync_seq') as n) as ping`.execute(db);
+      await acknowledged(Number(old[0]!.n));
+      expect((await leaseOf()).expires).toEqual(before.expires);
+      const { rows: fresh } = await sql<{ n: string }>`select hot_path_ping() as n`.execute(db);
+      await acknowledged(Number(fresh[0]!.n));
+      expect((await leaseOf()).expires.getTime()).toBeGreaterThan(before.expires.getTime());
+    } finally {
+      await slow.close();
+    }
+  });
+
   it("a lease that ran out is never renewed: the replica registers anew, in a new epoch, and its old row is gone", async () => {
     const oldId = lease().replicaId();
     const oldEpoch = lease().epoch();
@@ -210,6 +258,58 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
     expect(hotPathLeaseOf(other.db)).toBeUndefined();
     const { rows } = await sql<{ n: number }>`select count(*)::int as n from hot_path_replicas where replica_id = ${id}`.execute(db);
     expect(rows).toEqual([{ n: 0 }]);
+  });
+});
+
+describe.skipIf(postgres === undefined)("a hot-path lease's connections", () => {
+  it("stopping while it reconnects, or failing to start, leaves no connection open and no registration behind", async () => {
+    const opened = await postgres!.open();
+    try {
+      const { rows } = await sql<{ name: string }>`select current_schema() as name`.execute(opened.db);
+      const made: pg.Client[] = [];
+      let ended = 0;
+      const newClient = () => {
+        const client = new pg.Client({ connectionString: postgresTestUrl, options: `-c search_path=${rows[0]!.name}` });
+        client.on("end", () => (ended += 1));
+        made.push(client);
+        return client;
+      };
+      const lease = await startHotPathLease({ newClient, leaseMs: LEASE_MS });
+      await sql`select pg_terminate_backend(listener_pid) from hot_path_replicas`.execute(opened.db);
+      // The reconnect begins: stop in the middle of it.
+      await until(() => made.length === 2);
+      await lease.stop();
+      const madeByStop = made.length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Nothing reconnects after stop(), and every connection it made is closed.
+      expect(made.length).toBe(madeByStop);
+      expect(ended).toBe(made.length);
+      const registry = await sql<{ n: number }>`select count(*)::int as n from hot_path_replicas`.execute(opened.db);
+      expect(registry.rows).toEqual([{ n: 0 }]);
+
+      // A schema without the migration: the start fails, and nothing is retried behind the caller's back.
+      const empty = await postgres!.open({ migrate: false });
+      try {
+        const { rows: bare } = await sql<{ name: string }>`select current_schema() as name`.execute(empty.db);
+        const attempts: pg.Client[] = [];
+        await expect(
+          startHotPathLease({
+            leaseMs: LEASE_MS,
+            newClient: () => {
+              const client = new pg.Client({ connectionString: postgresTestUrl, options: `-c search_path=${bare[0]!.name}` });
+              attempts.push(client);
+              return client;
+            },
+          }),
+        ).rejects.toThrow(/hot_path_channel/);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(attempts.length).toBe(1);
+      } finally {
+        await empty.close();
+      }
+    } finally {
+      await opened.close();
+    }
   });
 });
 

@@ -9,14 +9,21 @@
  * - `g <generation> <tenant>`: rows of that tenant kept at a lower generation
  *   are stale (the floor below);
  * - `all`: every kept row is stale (a truncate);
- * - `sync <n>`: a writer's ping. Everything committed before it has been
- *   applied by now, so the replica acknowledges it, which also renews the lease.
+ * - `sync <n> <ms>`: a writer's ping, taken at `ms` (database clock). All that
+ *   committed before it has been applied by now, so the replica acknowledges
+ *   it, which also renews the lease.
  *
- * The replica trusts kept rows only until `leaseMs - margin` after it sent its
- * last successful acknowledgement: before the database's own expiry, which
- * counts from when that statement ran. A lease that ran out is never renewed:
- * the replica registers anew under a new id and starts a new epoch, in which
- * nothing kept before counts. Losing the connection ends trust at once.
+ * How long the replica trusts: until `leaseMs - margin` after the *ping* was
+ * taken (its age is measured by the database when the acknowledgement runs),
+ * by the monotonic clock and by the wall clock both, whichever ends first. A
+ * listener that falls behind therefore loses its trust instead of keeping it
+ * alive on old pings, and after any commit a writer knows that within one
+ * lease every trusting replica has acknowledged a ping taken after it. The
+ * database's expiry counts from the same ping time plus the whole lease, so
+ * it is always later than the replica's own. A lease that ran out is never
+ * renewed: the replica registers anew under a new id and starts a new epoch,
+ * in which nothing kept before counts. Losing the connection ends trust at
+ * once; a connection that stops answering is given up after one more lease.
  */
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
@@ -38,7 +45,7 @@ export interface HotPathLease {
 export interface HotPathLeaseOptions {
   /** A new, unconnected client for the same database, user and search_path as the pool. */
   readonly newClient: () => pg.Client;
-  /** How long an acknowledgement keeps the lease running. */
+  /** How long an acknowledged ping keeps the lease running, counted from when the ping was taken. */
   readonly leaseMs: number;
   /** Told when the connection fails or the lease ran out; the lease recovers by itself. */
   readonly onTrouble?: ((message: string, error?: unknown) => void) | undefined;
@@ -48,35 +55,56 @@ const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5_000;
 /** Rows of replicas whose lease ended this long ago are removed by the next registration. */
 const FORGET_AFTER = "1 hour";
-
 const CHANNEL = /^matih_kms_hot_path_[0-9a-f]{16}$/;
+const PING = /^sync (\d+) (\d+)$/;
+
+interface Ping {
+  readonly n: number;
+  /** When it was taken, in ms since the epoch, by the database's clock. */
+  readonly takenAtMs: number;
+}
+
+class Stopped extends Error {}
 
 export async function startHotPathLease(options: HotPathLeaseOptions): Promise<HotPathLease> {
   const { leaseMs } = options;
-  // Room for the time between sending an acknowledgement and the database running it, and for clock rate.
+  // Room for clock-rate differences between this process and the database.
   const marginMs = Math.min(1_000, Math.max(50, Math.floor(leaseMs / 4)));
   const renewEveryMs = Math.max(25, Math.floor((leaseMs - marginMs) / 3));
 
   let epoch = 0;
   const floors = new Map<string, number>();
-  let trustedUntil = 0;
+  let trustedUntil = 0; // performance.now() scale
+  let trustedUntilWall = 0; // Date.now() scale: the monotonic clock stands still while a VM is paused
   let client: pg.Client | undefined;
   let replicaId = "";
+  /** Registrations of this lease that may still be in the registry; removed by the next registration and by stop(). */
+  const registered = new Set<string>();
   let stopped = false;
-  let lastAckSentAt = 0;
-  let unacknowledgedPing: string | undefined;
+  let connecting: Promise<void> | undefined;
   let reconnectDelay = RECONNECT_MIN_MS;
   let reconnectTimer: NodeJS.Timeout | undefined;
+  // One acknowledgement in flight; pings heard meanwhile are merged into the highest.
+  let highestPing: Ping | undefined;
+  let acknowledging = false;
+  let lastAckSentAt = 0;
+  let registeredAt = 0;
 
   const dropEverything = (): void => {
     epoch += 1;
     floors.clear();
   };
 
+  const distrust = (): void => {
+    trustedUntil = 0;
+    trustedUntilWall = 0;
+  };
+
   const lose = (from: pg.Client, message: string, error?: unknown): void => {
     if (from !== client) return;
     client = undefined;
-    trustedUntil = 0;
+    replicaId = "";
+    distrust();
     dropEverything();
     from.removeAllListeners("notification");
     from.on("error", () => {}); // ending a broken client may report again
@@ -90,11 +118,12 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     if (stopped || reconnectTimer !== undefined) return;
     reconnectTimer = setTimeout(() => {
       reconnectTimer = undefined;
-      connect().then(
+      connecting = connect().then(
         () => {
           reconnectDelay = RECONNECT_MIN_MS;
         },
         (error: unknown) => {
+          if (stopped) return;
           options.onTrouble?.("hot-path lease: cannot register; serving every call from the database meanwhile", error);
           reconnectDelay = Math.min(RECONNECT_MAX_MS, reconnectDelay * 2);
           scheduleReconnect();
@@ -104,27 +133,42 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     reconnectTimer.unref();
   };
 
-  const acknowledge = (from: pg.Client, ping: string): void => {
+  const acknowledge = (from: pg.Client): void => {
+    const ping = highestPing;
+    if (acknowledging || ping === undefined || from !== client || replicaId === "") return;
+    highestPing = undefined;
+    acknowledging = true;
     const sentAt = performance.now();
+    const sentAtWall = Date.now();
     lastAckSentAt = sentAt;
     inOrder(
       from,
       `update hot_path_replicas
-            set acked_through = greatest(acked_through, $2::bigint), lease_expires_at = clock_timestamp() + $3::integer * interval '1 millisecond'
-          where replica_id = $1 and lease_expires_at > clock_timestamp()`,
-      [replicaId, ping, leaseMs],
+          set acked_through = greatest(acked_through, $2::bigint),
+              lease_expires_at = greatest(lease_expires_at, to_timestamp($4::double precision / 1000) + $3::integer * interval '1 millisecond')
+        where replica_id = $1 and lease_expires_at > clock_timestamp()
+        returning extract(epoch from clock_timestamp()) * 1000 - $4::double precision as age_ms`,
+      [replicaId, ping.n, leaseMs, ping.takenAtMs],
     ).then(
-        (result) => {
-          if (from !== client) return;
-          if (result.rowCount === 1) {
-            trustedUntil = Math.max(trustedUntil, sentAt + leaseMs - marginMs);
-          } else {
-            // Writers may already have passed over this replica: what it keeps may be stale.
-            lose(from, "hot-path lease ran out before it was renewed; registering anew");
-          }
-        },
-        (error: unknown) => lose(from, "hot-path lease: acknowledging a ping failed", error),
-      );
+      (result) => {
+        acknowledging = false;
+        if (from !== client) return;
+        if (result.rowCount !== 1) {
+          // Writers may already have passed over this replica: what it keeps may be stale.
+          lose(from, "hot-path lease ran out before it was renewed; registering anew");
+          return;
+        }
+        // Trust counts from the ping, not from now: an old ping renews little or nothing.
+        const ageMs = Math.max(0, Number((result.rows[0] as { age_ms: unknown } | undefined)?.age_ms ?? leaseMs));
+        trustedUntil = Math.max(trustedUntil, sentAt + leaseMs - marginMs - ageMs);
+        trustedUntilWall = Math.max(trustedUntilWall, sentAtWall + leaseMs - marginMs - ageMs);
+        acknowledge(from);
+      },
+      (error: unknown) => {
+        acknowledging = false;
+        lose(from, "hot-path lease: acknowledging a ping failed", error);
+      },
+    );
   };
 
   const onNotification = (from: pg.Client, message: pg.Notification): void => {
@@ -137,11 +181,13 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       if ((floors.get(tenantId) ?? 0) < generation) floors.set(tenantId, generation);
     } else if (payload === "all") {
       dropEverything();
-    } else if (payload.startsWith("sync ")) {
-      const ping = payload.slice(5);
+    } else {
+      const ping = PING.exec(payload);
+      if (ping === null) return;
+      const heard = { n: Number(ping[1]), takenAtMs: Number(ping[2]) };
+      if (highestPing === undefined || highestPing.n < heard.n) highestPing = heard;
       // Heard between LISTEN and the registration: acknowledged once registered.
-      if (replicaId === "") unacknowledgedPing = ping;
-      else acknowledge(from, ping);
+      acknowledge(from);
     }
   };
 
@@ -150,29 +196,37 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     next.on("error", (error) => lose(next, "hot-path lease: connection failed; serving every call from the database until it is back", error));
     next.on("end", () => lose(next, "hot-path lease: connection ended; serving every call from the database until it is back"));
     next.on("notification", (message) => onNotification(next, message));
+    const notStopped = (): void => {
+      if (stopped) throw new Stopped("the hot-path lease was stopped");
+    };
+    let id: string | undefined;
     try {
       await next.connect();
+      notStopped();
       const { rows } = await next.query<{ channel: string; synced: string }>(
         "select hot_path_channel() as channel, (select case when is_called then last_value else 0 end from hot_path_sync_seq) as synced",
       );
       const channel = rows[0]?.channel ?? "";
-      const previousReplicaId = replicaId;
-      replicaId = "";
-      unacknowledgedPing = undefined;
       if (!CHANNEL.test(channel)) throw new Error(`unexpected hot-path channel name ${JSON.stringify(channel)}`);
-      // Not yet current: notifications arriving before LISTEN answers are applied to the old epoch.
+      notStopped();
+      replicaId = "";
+      highestPing = undefined;
+      // Current before LISTEN answers: what arrives from then on is applied (to the old epoch, which ends below).
       client = next;
       // Renewals need no durability: a crash of PostgreSQL breaks this connection, which ends the trust.
       await next.query("set synchronous_commit to off");
       await next.query(`listen ${channel}`);
+      notStopped();
       // Every read from here on is followed by the invalidations of what it read.
       dropEverything();
-      const id = randomUUID();
+      id = randomUUID();
       const sentAt = performance.now();
-      // The previous registration trusts nothing any more: writers need not wait for it.
-      await next.query(`delete from hot_path_replicas where replica_id = $1 or lease_expires_at < clock_timestamp() - interval '${FORGET_AFTER}'`, [
-        previousReplicaId,
-      ]);
+      const sentAtWall = Date.now();
+      // Earlier registrations trust nothing any more: writers need not wait for them.
+      const earlier = [...registered];
+      await next.query(`delete from hot_path_replicas where replica_id = any($1::text[]) or lease_expires_at < clock_timestamp() - interval '${FORGET_AFTER}'`, [earlier]);
+      for (const old of earlier) registered.delete(old);
+      registered.add(id);
       // Pings up to `synced` were taken after their writers committed, before this replica listened:
       // it read nothing before that, so it owes them nothing.
       await next.query(
@@ -180,59 +234,110 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
          values ($1, clock_timestamp() + $2::integer * interval '1 millisecond', $3::bigint, clock_timestamp(), pg_backend_pid())`,
         [id, leaseMs, rows[0]?.synced ?? "0"],
       );
+      notStopped();
       if (client !== next) throw new Error("the hot-path listener connection was lost while registering");
       replicaId = id;
+      registeredAt = sentAt;
       lastAckSentAt = sentAt;
       trustedUntil = sentAt + leaseMs - marginMs;
-      if (unacknowledgedPing !== undefined) acknowledge(next, unacknowledgedPing);
+      trustedUntilWall = sentAtWall + leaseMs - marginMs;
+      acknowledge(next);
     } catch (error) {
       if (client === next) {
         client = undefined;
-        trustedUntil = 0;
+        replicaId = "";
+        distrust();
         dropEverything();
       }
       next.removeAllListeners("notification");
       next.on("error", () => {});
+      if (id !== undefined) {
+        await next.query("delete from hot_path_replicas where replica_id = $1", [id]).then(
+          () => registered.delete(id!),
+          () => {},
+        );
+      }
       await next.end().catch(() => {});
       throw error;
     }
   };
 
-  // Renew by pinging ourselves when no writer's ping did it lately.
   const renewTimer = setInterval(() => {
     const current = client;
-    if (current === undefined || replicaId === "" || performance.now() - lastAckSentAt < renewEveryMs) return;
-    inOrder(current, "select pg_notify(hot_path_channel(), 'sync ' || nextval('hot_path_sync_seq'))").catch((error: unknown) => lose(current, "hot-path lease: renewing failed", error));
+    if (current === undefined || replicaId === "") return;
+    const now = performance.now();
+    // Trust lapsed a whole lease ago and nothing renewed it: the connection is not answering.
+    if (now > Math.max(trustedUntil, registeredAt) + leaseMs) {
+      lose(current, "hot-path lease: the listening connection stopped answering; reconnecting");
+      return;
+    }
+    // Renew by pinging ourselves when no writer's ping did it lately.
+    if (now - lastAckSentAt < renewEveryMs) return;
+    lastAckSentAt = now;
+    inOrder(current, "select hot_path_ping()").catch((error: unknown) => lose(current, "hot-path lease: renewing failed", error));
   }, renewEveryMs);
   renewTimer.unref();
 
-  try {
-    await connect();
-  } catch (error) {
+  const stop = async (): Promise<void> => {
+    stopped = true;
+    distrust();
+    dropEverything();
     clearInterval(renewTimer);
+    if (reconnectTimer !== undefined) clearTimeout(reconnectTimer);
+    reconnectTimer = undefined;
+    await connecting?.catch(() => {});
+    const current = client;
+    client = undefined;
+    replicaId = "";
+    current?.removeAllListeners("notification");
+    current?.on("error", () => {});
+    // Leave the registry, so writers stop waiting for this replica now rather than when its lease ends.
+    if (registered.size > 0) {
+      const ids = [...registered];
+      const leave = async (): Promise<void> => {
+        if (current !== undefined) {
+          await inOrder(current, "delete from hot_path_replicas where replica_id = any($1::text[])", [ids]);
+          return;
+        }
+        // Stopped while reconnecting: a short-lived connection of its own.
+        const once = options.newClient();
+        once.on("error", () => {});
+        try {
+          await once.connect();
+          await once.query("delete from hot_path_replicas where replica_id = any($1::text[])", [ids]);
+        } finally {
+          await once.end().catch(() => {});
+        }
+      };
+      // Not forever behind a statement that hangs: the rows then simply expire.
+      await withinMs(leaseMs, leave()).catch(() => {});
+    }
+    await current?.end().catch(() => {});
+  };
+
+  connecting = connect();
+  try {
+    await connecting;
+  } catch (error) {
+    await stop();
     throw error;
   }
 
   return {
-    trusted: () => client !== undefined && performance.now() < trustedUntil,
+    trusted: () => client !== undefined && performance.now() < trustedUntil && Date.now() < trustedUntilWall,
     epoch: () => epoch,
     floor: (tenantId) => floors.get(tenantId) ?? 0,
     replicaId: () => (client === undefined ? "" : replicaId),
-    async stop() {
-      stopped = true;
-      trustedUntil = 0;
-      dropEverything();
-      clearInterval(renewTimer);
-      if (reconnectTimer !== undefined) clearTimeout(reconnectTimer);
-      const current = client;
-      client = undefined;
-      if (current === undefined) return;
-      current.removeAllListeners("notification");
-      await inOrder(current, "delete from hot_path_replicas where replica_id = $1", [replicaId]).catch(() => {});
-      current.on("error", () => {});
-      await current.end().catch(() => {});
-    },
+    stop,
   };
+}
+
+function withinMs<T>(ms: number, promise: Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 const queues = new WeakMap<pg.Client, Promise<unknown>>();

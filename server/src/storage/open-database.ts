@@ -5,7 +5,7 @@ import type { Database } from "./database.js";
 import { createEngineActivity, registerEngineActivity } from "./engine-activity.js";
 import { type HotPathLease, registerHotPathLease, startHotPathLease } from "./hot-path-lease.js";
 import { registerPreparedStatementRunner } from "./prepared-statements.js";
-import { ReplicaSyncedDialect } from "./replica-synced-dialect.js";
+import { LONGEST_LEASE_MS, ReplicaSyncedDialect, type ReplicaSyncSettings } from "./replica-synced-dialect.js";
 import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import { type PostgresTlsOptions, resolvePostgresConnection } from "./postgres-tls.js";
 
@@ -45,6 +45,8 @@ export interface OpenDatabaseOptions {
   onIdleConnectionError?: ((error: Error) => void) | undefined;
 }
 
+/** application_name of each replica's listening connection, for pg_stat_activity. */
+export const HOT_PATH_LISTENER_NAME = "matih-kms hot-path listener";
 const PG_INT8_OID = 20;
 const PG_BYTEA_OID = 17;
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -81,7 +83,8 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
   });
   const onIdleError = options.onIdleConnectionError;
   pool.on("error", (error) => onIdleError?.(error));
-  const db = new Kysely<Database>({ dialect: new ReplicaSyncedDialect(new PostgresDialect({ pool })) });
+  const replicaSync: ReplicaSyncSettings = { fallbackWaitMs: LONGEST_LEASE_MS };
+  const db = new Kysely<Database>({ dialect: new ReplicaSyncedDialect(new PostgresDialect({ pool }), replicaSync) });
   registerPreparedStatementRunner(db, async (name, text, values) => (await pool.query({ name, text, values: [...values] })).rows);
   let lease: HotPathLease | undefined;
   return {
@@ -89,6 +92,9 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
     engine: "postgres",
     async startHotPathLease({ leaseMs, onTrouble }) {
       if (lease !== undefined) throw new Error("this database already holds a hot-path lease");
+      // Every replica runs the same lease: it is what a writer waits out when it cannot confirm acknowledgements.
+      replicaSync.fallbackWaitMs = leaseMs;
+      replicaSync.onTrouble = onTrouble;
       lease = await startHotPathLease({
         leaseMs,
         onTrouble,
@@ -97,6 +103,10 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
             connectionString,
             ssl,
             connectionTimeoutMillis: options.connectTimeoutMillis ?? 10_000,
+            // A silently dropped connection must end in an error, not hang its acknowledgements.
+            keepAlive: true,
+            application_name: HOT_PATH_LISTENER_NAME,
+            keepAliveInitialDelayMillis: 10_000,
             ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
           }),
       });

@@ -14,6 +14,13 @@
  * The wait runs on the connection that committed, so a full pool cannot
  * starve it. A database not yet migrated that far has no such procedure: the
  * wait is skipped (nothing can hold a lease there).
+ *
+ * The commit has happened when the wait starts, so the wait never fails the
+ * write: if the procedure fails (a cancelled statement, a broken connection,
+ * its own time limit) it is tried once more on another connection, and if
+ * that fails too the writer waits out the longest lease instead. A replica
+ * still trusting its rows after that has acknowledged a ping taken after this
+ * commit (hot-path-lease.ts), so it has applied it.
  */
 import type { DatabaseConnection, Dialect, Driver, QueryResult, TransactionSettings } from "kysely";
 import { CompiledQuery } from "kysely";
@@ -21,8 +28,24 @@ import { CompiledQuery } from "kysely";
 /** Put in a statement's SQL (as a comment) to let its commit return without waiting for replicas. */
 export const NO_REPLICA_SYNC = "/* no replica sync */";
 
-const WRITES_KEY_ROWS = /\b(?:insert\s+into|update|delete\s+from|truncate(?:\s+table)?)\s+(?:only\s+)?(?:"?[a-z_][a-z0-9_]*"?\.)?"?(?:keys|kek_versions|dek_versions)"?(?![a-z0-9_])/i;
+// Between the verb and the table: blanks and comments, ONLY, a schema. TRUNCATE and COPY … FROM may list tables.
+const GAP = String.raw`(?:\s|/\*[\s\S]*?\*/|--[^\n]*\n)+`;
+const SCHEMA = String.raw`(?:(?:"[^"]+"|[a-z_][a-z0-9_$]*)\.)?`;
+const KEY_TABLE = String.raw`"?(?:keys|kek_versions|dek_versions)"?(?![a-z0-9_$])`;
+const WRITES_KEY_ROWS = new RegExp(
+  String.raw`\b(?:(?:insert${GAP}into|merge${GAP}into|update|delete${GAP}from)${GAP}(?:only${GAP})?${SCHEMA}${KEY_TABLE}|(?:truncate|copy)\b[^;]*?(?<![a-z0-9_$"])${SCHEMA}${KEY_TABLE})`,
+  "i",
+);
 const AWAIT_REPLICAS = CompiledQuery.raw("call hot_path_await_replicas()");
+/** The longest lease KMS_HOT_PATH_LEASE_MS allows: what to wait out when nothing better is known. */
+export const LONGEST_LEASE_MS = 60_000;
+
+/** Shared with open-database.ts, which sets them when this process starts a lease. */
+export interface ReplicaSyncSettings {
+  /** Waited out when the acknowledgements cannot be confirmed: the replicas' lease (they must all use one). */
+  fallbackWaitMs: number;
+  onTrouble?: ((message: string, error?: unknown) => void) | undefined;
+}
 /** undefined_function, undefined_table: the migration that adds the procedure has not run. */
 const NOT_MIGRATED = new Set(["42883", "42P01"]);
 
@@ -31,10 +54,13 @@ export function writesKeyRows(sqlText: string): boolean {
 }
 
 export class ReplicaSyncedDialect implements Dialect {
-  constructor(private readonly inner: Dialect) {}
+  constructor(
+    private readonly inner: Dialect,
+    private readonly settings: ReplicaSyncSettings = { fallbackWaitMs: LONGEST_LEASE_MS },
+  ) {}
 
   createDriver(): Driver {
-    return new ReplicaSyncedDriver(this.inner.createDriver());
+    return new ReplicaSyncedDriver(this.inner.createDriver(), this.settings);
   }
   createQueryCompiler(): ReturnType<Dialect["createQueryCompiler"]> {
     return this.inner.createQueryCompiler();
@@ -52,13 +78,16 @@ class TrackedConnection implements DatabaseConnection {
   /** A statement of the open transaction wrote key rows. */
   wroteKeyRows = false;
 
-  constructor(readonly inner: DatabaseConnection) {}
+  constructor(
+    readonly inner: DatabaseConnection,
+    private readonly awaitReplicas: (connection: DatabaseConnection) => Promise<void>,
+  ) {}
 
   async executeQuery<R>(compiledQuery: CompiledQuery): Promise<QueryResult<R>> {
     const result = await this.inner.executeQuery<R>(compiledQuery);
     if (writesKeyRows(compiledQuery.sql)) {
       if (this.inTransaction) this.wroteKeyRows = true;
-      else await awaitReplicas(this.inner);
+      else await this.awaitReplicas(this.inner);
     }
     return result;
   }
@@ -69,13 +98,16 @@ class TrackedConnection implements DatabaseConnection {
 }
 
 class ReplicaSyncedDriver implements Driver {
-  constructor(private readonly inner: Driver) {}
+  constructor(
+    private readonly inner: Driver,
+    private readonly settings: ReplicaSyncSettings,
+  ) {}
 
   init(): Promise<void> {
     return this.inner.init();
   }
   async acquireConnection(): Promise<DatabaseConnection> {
-    return new TrackedConnection(await this.inner.acquireConnection());
+    return new TrackedConnection(await this.inner.acquireConnection(), (connection) => this.awaitReplicas(connection));
   }
   async beginTransaction(connection: DatabaseConnection, settings: TransactionSettings): Promise<void> {
     const tracked = connection as TrackedConnection;
@@ -89,7 +121,7 @@ class ReplicaSyncedDriver implements Driver {
     tracked.inTransaction = false;
     tracked.wroteKeyRows = false;
     await this.inner.commitTransaction(tracked.inner);
-    if (wrote) await awaitReplicas(tracked.inner);
+    if (wrote) await this.awaitReplicas(tracked.inner);
   }
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
     const tracked = connection as TrackedConnection;
@@ -113,13 +145,37 @@ class ReplicaSyncedDriver implements Driver {
   destroy(): Promise<void> {
     return this.inner.destroy();
   }
+
+  /** After a commit that wrote key rows; never throws (see the top of this file). */
+  async awaitReplicas(connection: DatabaseConnection): Promise<void> {
+    const failures: unknown[] = [];
+    if (await tryAwait(connection, failures)) return;
+    try {
+      const other = await this.inner.acquireConnection();
+      try {
+        if (await tryAwait(other, failures)) return;
+      } finally {
+        await this.inner.releaseConnection(other);
+      }
+    } catch (error) {
+      failures.push(error);
+    }
+    this.settings.onTrouble?.(
+      `hot-path leases: could not confirm that every replica applied a committed change; waiting out the lease (${this.settings.fallbackWaitMs} ms) instead`,
+      failures[0],
+    );
+    await new Promise((resolve) => setTimeout(resolve, this.settings.fallbackWaitMs));
+  }
 }
 
-async function awaitReplicas(connection: DatabaseConnection): Promise<void> {
+/** True when the wait ran (or needs not run); false when it failed. */
+async function tryAwait(connection: DatabaseConnection, failures: unknown[]): Promise<boolean> {
   try {
     await connection.executeQuery(AWAIT_REPLICAS);
+    return true;
   } catch (error) {
-    if (NOT_MIGRATED.has((error as { code?: unknown }).code as string)) return;
-    throw error;
+    if (NOT_MIGRATED.has((error as { code?: unknown }).code as string)) return true;
+    failures.push(error);
+    return false;
   }
 }

@@ -15,7 +15,9 @@ import { type Kysely, sql } from "kysely";
  *   `lease_expires_at` moves only with an acknowledgement, and only while the
  *   lease is still running: a replica whose lease ran out must register
  *   anew, with nothing kept.
- * - hot_path_sync_seq numbers the pings (`sync <n>`).
+ * - hot_path_sync_seq numbers the pings: `hot_path_ping()` notifies
+ *   `sync <n> <ms>`, where ms is when it was taken (database clock). A replica's
+ *   trust, and its lease, count from that time, so an old ping renews little.
  * - `call hot_path_await_replicas()` is the writer's wait, for this service
  *   after each commit that touched key rows and for an operator after SQL of
  *   their own: it pings, then returns once every replica with a running lease
@@ -28,6 +30,7 @@ const PINNED_SEARCH_PATH = "set search_path from current";
 const id = sql`text collate "C"`;
 /** Far beyond any lease: every replica that does not acknowledge has lost its lease long before. */
 const AWAIT_TIMEOUT_SECONDS = 60;
+const LOCK_TIMEOUT_SECONDS = 5;
 
 export async function up(db: Kysely<any>): Promise<void> {
   await sql`create table hot_path_replicas (
@@ -46,6 +49,17 @@ export async function up(db: Kysely<any>): Promise<void> {
 $$`,
     )
     .execute(db);
+  await sql
+    .raw(
+      `create function hot_path_ping() returns bigint language plpgsql ${PINNED_SEARCH_PATH} as $$
+declare
+  ping bigint := nextval('hot_path_sync_seq');
+begin
+  perform pg_notify(hot_path_channel(), 'sync ' || ping || ' ' || floor(extract(epoch from clock_timestamp()) * 1000)::bigint);
+  return ping;
+end $$`,
+    )
+    .execute(db);
   const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
   const schema = `"${(rows[0]?.schema ?? "public").replaceAll('"', '""')}"`;
   // The table lock: a renewal in flight while this looks would otherwise commit unseen, and its
@@ -61,10 +75,11 @@ declare
   deadline timestamptz := clock_timestamp() + interval '${AWAIT_TIMEOUT_SECONDS} seconds';
 begin
   perform set_config('synchronous_commit', 'off', true);
-  ping := nextval('${schema.replaceAll("'", "''")}.hot_path_sync_seq');
-  perform pg_notify(${schema}.hot_path_channel(), 'sync ' || ping);
+  ping := ${schema}.hot_path_ping();
   commit;
   loop
+    -- Bounded: an idle transaction holding the table must not stall every writer.
+    perform set_config('lock_timeout', '${LOCK_TIMEOUT_SECONDS}s', true);
     lock table ${schema}.hot_path_replicas in share mode;
     select count(*) into waiting from ${schema}.hot_path_replicas
       where acked_through < ping and lease_expires_at > clock_timestamp();
@@ -73,7 +88,7 @@ begin
     if clock_timestamp() > deadline then
       raise exception 'hot_path_await_replicas: % replicas with a running lease did not acknowledge sync ping % within ${AWAIT_TIMEOUT_SECONDS} s', waiting, ping;
     end if;
-    perform pg_sleep(0.0002);
+    perform pg_sleep(0.001); -- pg_sleep waits whole milliseconds
   end loop;
 end $$`,
     )
@@ -133,6 +148,7 @@ end $$`,
     )
     .execute(db);
   await sql`drop procedure hot_path_await_replicas()`.execute(db);
+  await sql`drop function hot_path_ping()`.execute(db);
   await sql`drop function hot_path_channel()`.execute(db);
   await sql`drop sequence hot_path_sync_seq`.execute(db);
   await sql`drop table hot_path_replicas`.execute(db);
