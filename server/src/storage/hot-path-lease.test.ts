@@ -17,41 +17,9 @@ import pg from "pg";
 import { hotPathLeaseOf, startHotPathLease } from "./hot-path-lease.js";
 import { recordLastDecrypts } from "./lifecycle.repository.js";
 import { openDatabase, type OpenedDatabase } from "./open-database.js";
-import { writesKeyRows } from "./replica-synced-dialect.js";
 
 const postgres = engines.find((engine) => engine.name === "postgres");
 const LEASE_MS = 1_000;
-
-describe("which statements make their commit wait for replicas", () => {
-  it("writes to keys, KEK versions and DEK versions do, by the query builder or raw, except the marked Decrypt bookkeeping", () => {
-    for (const text of [
-      'insert into "keys" ("tenant_id") values ($1)',
-      'update "dek_versions" set "state" = $1 where "tenant_id" = $2',
-      'delete from "kek_versions" where "tenant_id" = $1',
-      "update dek_versions as d set wrapped_material = v.m from (values ($1)) as v(m)",
-      "UPDATE public.keys SET state = 'REVOKED'",
-      "truncate table kek_versions",
-      "update /* why */ keys set state = 'REVOKED'",
-      "-- by hand\nupdate\n  keys set state = 'REVOKED'",
-      "truncate jobs, keys",
-      "merge into dek_versions as d using v on true when matched then delete",
-      'update "my-schema".kek_versions set state = $1',
-      "copy dek_versions from stdin",
-    ]) {
-      expect(writesKeyRows(text), text).toBe(true);
-    }
-    for (const text of [
-      'select * from "keys" where "tenant_id" = $1 for update',
-      'insert into "key_events" ("tenant_id") values ($1) on conflict do update set "type" = $2',
-      'update "keys_archive" set x = 1',
-      'insert into "jobs" ("kind") values ($1)',
-      "/* no replica sync */ update dek_versions as d set last_decrypt_time = v.time",
-      "truncate jobs_monkeys",
-    ]) {
-      expect(writesKeyRows(text), text).toBe(false);
-    }
-  });
-});
 
 describe("KMS_HOT_PATH_LEASE_MS", () => {
   it("defaults to 3 s, 0 turns leases off, and a lease too short to renew is refused naming the variable", () => {
@@ -198,7 +166,7 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
     }
   });
 
-  it("a ping's acknowledgement renews the lease from when the ping was taken: an old ping renews nothing", async () => {
+  it("a ping's acknowledgement renews the lease from when the ping was taken: an old ping renews nothing, a forged one acknowledges nothing", async () => {
     const { rows: schema } = await sql<{ name: string }>`select current_schema() as name`.execute(db);
     const slow = await openDatabase({ databaseUrl: postgresTestUrl, schema: schema[0]!.name, poolSize: 1 });
     try {
@@ -212,14 +180,27 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
         while (Number((await leaseOf()).acked) < ping) await new Promise((resolve) => setTimeout(resolve, 5));
       };
       const before = await leaseOf();
+      // A ping recorded two minutes ago (a listener that lags that far hears only such pings).
       const { rows: old } = await sql<{ n: string }>`
-        select n, pg_notify(hot_path_channel(), 'sync ' || n || ' ' || (floor(extract(epoch from clock_timestamp()) * 1000) - 120000)::bigint)
-        from (select nextval('hot_path_sync_seq') as n) as ping`.execute(db);
+        with recorded as (
+          insert into hot_path_pings (n, nonce, taken_at)
+          values (nextval('hot_path_sync_seq'), gen_random_uuid(), clock_timestamp() - interval '2 minutes')
+          returning n, nonce)
+        select n, pg_notify(hot_path_channel(), 'sync ' || n || ' ' || nonce) from recorded`.execute(db);
       await acknowledged(Number(old[0]!.n));
       expect((await leaseOf()).expires).toEqual(before.expires);
       const { rows: fresh } = await sql<{ n: string }>`select hot_path_ping() as n`.execute(db);
       await acknowledged(Number(fresh[0]!.n));
       expect((await leaseOf()).expires.getTime()).toBeGreaterThan(before.expires.getTime());
+
+      // Any role may NOTIFY: a forged ping, not recorded with its nonce, acknowledges and renews nothing.
+      const renewed = await leaseOf();
+      await sql`select pg_notify(hot_path_channel(), 'sync 900000000000000 ' || gen_random_uuid())`.execute(db);
+      const { rows: next } = await sql<{ n: string }>`select hot_path_ping() as n`.execute(db);
+      await acknowledged(Number(next[0]!.n));
+      const after = await leaseOf();
+      expect(Number(after.acked)).toBe(Number(next[0]!.n));
+      expect(after.expires.getTime()).toBeGreaterThanOrEqual(renewed.expires.getTime());
     } finally {
       await slow.close();
     }

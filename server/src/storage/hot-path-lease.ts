@@ -9,9 +9,11 @@
  * - `g <generation> <tenant>`: rows of that tenant kept at a lower generation
  *   are stale (the floor below);
  * - `all`: every kept row is stale (a truncate);
- * - `sync <n> <ms>`: a writer's ping, taken at `ms` (database clock). All that
- *   committed before it has been applied by now, so the replica acknowledges
- *   it, which also renews the lease.
+ * - `sync <n> <nonce>`: a writer's ping. All that committed before it has been
+ *   applied by now, so the replica acknowledges it, which also renews the
+ *   lease. Only a ping recorded in hot_path_pings with that nonce counts (any
+ *   role may NOTIFY; a forged one is ignored), and the time it was taken comes
+ *   from there too.
  *
  * How long the replica trusts: until `leaseMs - margin` after the *ping* was
  * taken (its age is measured by the database when the acknowledgement runs),
@@ -56,13 +58,9 @@ const RECONNECT_MAX_MS = 5_000;
 /** Rows of replicas whose lease ended this long ago are removed by the next registration. */
 const FORGET_AFTER = "1 hour";
 const CHANNEL = /^matih_kms_hot_path_[0-9a-f]{16}$/;
-const PING = /^sync (\d+) (\d+)$/;
-
-interface Ping {
-  readonly n: number;
-  /** When it was taken, in ms since the epoch, by the database's clock. */
-  readonly takenAtMs: number;
-}
+const PING = /^sync (\d{1,18}) ([0-9a-f-]{36})$/;
+/** Pings heard and not yet acknowledged, kept for the next acknowledgement; the lowest go first when full. */
+const MAX_HEARD_PINGS = 64;
 
 class Stopped extends Error {}
 
@@ -82,11 +80,13 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
   const registered = new Set<string>();
   let stopped = false;
   let connecting: Promise<void> | undefined;
+  let connectingClient: pg.Client | undefined;
   let reconnectDelay = RECONNECT_MIN_MS;
   let reconnectTimer: NodeJS.Timeout | undefined;
-  // One acknowledgement in flight; pings heard meanwhile are merged into the highest.
-  let highestPing: Ping | undefined;
-  let acknowledging = false;
+  // One acknowledgement in flight per connection; pings heard meanwhile are merged into the highest recorded one.
+  // Several nonces per number: a forged notification for a number must not crowd out the real one.
+  const heardPings = new Map<number, string[]>();
+  let acknowledgingOn: pg.Client | undefined;
   let lastAckSentAt = 0;
   let registeredAt = 0;
 
@@ -134,38 +134,53 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
   };
 
   const acknowledge = (from: pg.Client): void => {
-    const ping = highestPing;
-    if (acknowledging || ping === undefined || from !== client || replicaId === "") return;
-    highestPing = undefined;
-    acknowledging = true;
+    if (acknowledgingOn === from || heardPings.size === 0 || from !== client || replicaId === "") return;
+    const ping = Math.max(...heardPings.keys());
+    const nonces = heardPings.get(ping)!;
+    heardPings.delete(ping);
+    acknowledgingOn = from;
     const sentAt = performance.now();
     const sentAtWall = Date.now();
     lastAckSentAt = sentAt;
     inOrder(
       from,
-      `update hot_path_replicas
-          set acked_through = greatest(acked_through, $2::bigint),
-              lease_expires_at = greatest(lease_expires_at, to_timestamp($4::double precision / 1000) + $3::integer * interval '1 millisecond')
-        where replica_id = $1 and lease_expires_at > clock_timestamp()
-        returning extract(epoch from clock_timestamp()) * 1000 - $4::double precision as age_ms`,
-      [replicaId, ping.n, leaseMs, ping.takenAtMs],
+      `with ping as (select n, taken_at from hot_path_pings where n = $2::bigint and nonce = any($4::uuid[])),
+       renewed as (
+         update hot_path_replicas as r
+            set acked_through = greatest(r.acked_through, ping.n),
+                lease_expires_at = greatest(r.lease_expires_at, ping.taken_at + $3::integer * interval '1 millisecond')
+           from ping
+          where r.replica_id = $1 and r.lease_expires_at > clock_timestamp()
+          returning extract(epoch from clock_timestamp() - ping.taken_at) * 1000 as age_ms)
+       select (select count(*) from ping)::int as recorded, (select age_ms from renewed) as age_ms`,
+      [replicaId, ping, leaseMs, nonces],
     ).then(
       (result) => {
-        acknowledging = false;
-        if (from !== client) return;
-        if (result.rowCount !== 1) {
+        if (acknowledgingOn === from) acknowledgingOn = undefined;
+        if (from !== client) {
+          // Settled after a reconnect: the current connection may have pings waiting for this one.
+          if (client !== undefined) acknowledge(client);
+          return;
+        }
+        const row = result.rows[0] as { recorded: number; age_ms: number | string | null } | undefined;
+        if (row === undefined || row.recorded === 0) {
+          // Not a ping any writer took (forged, or pruned long ago): it acknowledges nothing.
+          acknowledge(from);
+          return;
+        }
+        if (row.age_ms === null) {
           // Writers may already have passed over this replica: what it keeps may be stale.
           lose(from, "hot-path lease ran out before it was renewed; registering anew");
           return;
         }
         // Trust counts from the ping, not from now: an old ping renews little or nothing.
-        const ageMs = Math.max(0, Number((result.rows[0] as { age_ms: unknown } | undefined)?.age_ms ?? leaseMs));
+        const ageMs = Math.max(0, Number(row.age_ms));
         trustedUntil = Math.max(trustedUntil, sentAt + leaseMs - marginMs - ageMs);
         trustedUntilWall = Math.max(trustedUntilWall, sentAtWall + leaseMs - marginMs - ageMs);
         acknowledge(from);
       },
       (error: unknown) => {
-        acknowledging = false;
+        if (acknowledgingOn === from) acknowledgingOn = undefined;
         lose(from, "hot-path lease: acknowledging a ping failed", error);
       },
     );
@@ -184,8 +199,11 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     } else {
       const ping = PING.exec(payload);
       if (ping === null) return;
-      const heard = { n: Number(ping[1]), takenAtMs: Number(ping[2]) };
-      if (highestPing === undefined || highestPing.n < heard.n) highestPing = heard;
+      const n = Number(ping[1]);
+      const nonces = heardPings.get(n) ?? [];
+      if (nonces.length < 4) nonces.push(ping[2]!);
+      heardPings.set(n, nonces);
+      if (heardPings.size > MAX_HEARD_PINGS) heardPings.delete(Math.min(...heardPings.keys()));
       // Heard between LISTEN and the registration: acknowledged once registered.
       acknowledge(from);
     }
@@ -200,9 +218,13 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       if (stopped) throw new Stopped("the hot-path lease was stopped");
     };
     let id: string | undefined;
+    connectingClient = next;
     try {
       await next.connect();
       notStopped();
+      // Renewals need no durability: a crash of PostgreSQL breaks this connection, which ends the trust.
+      // Nothing on this connection may wait longer than a lease (a lock held on the registry, a dead link).
+      await next.query(`set synchronous_commit to off; set statement_timeout = ${leaseMs}; set lock_timeout = ${leaseMs}`);
       const { rows } = await next.query<{ channel: string; synced: string }>(
         "select hot_path_channel() as channel, (select case when is_called then last_value else 0 end from hot_path_sync_seq) as synced",
       );
@@ -210,11 +232,9 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       if (!CHANNEL.test(channel)) throw new Error(`unexpected hot-path channel name ${JSON.stringify(channel)}`);
       notStopped();
       replicaId = "";
-      highestPing = undefined;
+      heardPings.clear();
       // Current before LISTEN answers: what arrives from then on is applied (to the old epoch, which ends below).
       client = next;
-      // Renewals need no durability: a crash of PostgreSQL breaks this connection, which ends the trust.
-      await next.query("set synchronous_commit to off");
       await next.query(`listen ${channel}`);
       notStopped();
       // Every read from here on is followed by the invalidations of what it read.
@@ -243,6 +263,7 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       trustedUntilWall = sentAtWall + leaseMs - marginMs;
       acknowledge(next);
     } catch (error) {
+      if (connectingClient === next) connectingClient = undefined;
       if (client === next) {
         client = undefined;
         replicaId = "";
@@ -260,17 +281,27 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       await next.end().catch(() => {});
       throw error;
     }
+    if (connectingClient === next) connectingClient = undefined;
   };
 
+  let lastTick = performance.now();
   const renewTimer = setInterval(() => {
     const current = client;
+    const tick = performance.now();
+    // A timer that ran late (the event loop was stalled) says nothing about the connection yet.
+    const late = tick - lastTick > 2 * renewEveryMs;
+    lastTick = tick;
     if (current === undefined || replicaId === "") return;
-    const now = performance.now();
-    // Trust lapsed a whole lease ago and nothing renewed it: the connection is not answering.
-    if (now > Math.max(trustedUntil, registeredAt) + leaseMs) {
-      lose(current, "hot-path lease: the listening connection stopped answering; reconnecting");
-      return;
+    if (!late) {
+      // After the I/O already waiting: acknowledgements that arrived meanwhile count first.
+      setImmediate(() => {
+        // Trust lapsed a whole lease ago and nothing renewed it: the connection is not answering.
+        if (client === current && replicaId !== "" && performance.now() > Math.max(trustedUntil, registeredAt) + leaseMs) {
+          lose(current, "hot-path lease: the listening connection stopped answering; reconnecting");
+        }
+      });
     }
+    const now = tick;
     // Renew by pinging ourselves when no writer's ping did it lately.
     if (now - lastAckSentAt < renewEveryMs) return;
     lastAckSentAt = now;
@@ -285,6 +316,8 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     clearInterval(renewTimer);
     if (reconnectTimer !== undefined) clearTimeout(reconnectTimer);
     reconnectTimer = undefined;
+    // A registration under way is cut short rather than waited for (it may hang on a dead link).
+    await connectingClient?.end().catch(() => {});
     await connecting?.catch(() => {});
     const current = client;
     client = undefined;

@@ -6,7 +6,7 @@
  */
 import { sql } from "kysely";
 import type { Executor, KeyRow } from "./database.js";
-import { NO_REPLICA_SYNC } from "./replica-synced-dialect.js";
+import { NO_REPLICA_SYNC } from "./key-row-writes.js";
 import { withTransaction } from "./with-transaction.js";
 
 export interface KeyName {

@@ -5,7 +5,7 @@ import { createTestDatabase } from "../../../test/support/kms-processes.js";
 import { migrateDownToEmpty, migrateToLatest, migrations } from "./migrations/migrate-to-latest.js";
 import { type OpenedDatabase, openDatabase } from "./open-database.js";
 
-const KEY_TABLES = ["dataset_counts", "datasets", "dek_versions", "event_sequence", "hot_path_generations", "hot_path_pending", "hot_path_replicas", "job_batches", "jobs", "kek_versions", "key_events", "keys", "root_keys", "tenants"];
+const KEY_TABLES = ["dataset_counts", "datasets", "dek_versions", "event_sequence", "hot_path_generations", "hot_path_pending", "hot_path_pings", "hot_path_replicas", "job_batches", "jobs", "kek_versions", "key_events", "keys", "root_keys", "tenants"];
 const KYSELY_TABLES = ["kysely_migration", "kysely_migration_lock"];
 
 async function tablesOf(opened: OpenedDatabase): Promise<string[]> {

@@ -87,15 +87,18 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
   const db = new Kysely<Database>({ dialect: new ReplicaSyncedDialect(new PostgresDialect({ pool }), replicaSync) });
   registerPreparedStatementRunner(db, async (name, text, values) => (await pool.query({ name, text, values: [...values] })).rows);
   let lease: HotPathLease | undefined;
+  let leaseStarting: Promise<HotPathLease> | undefined;
+  let closed = false;
   return {
     db,
     engine: "postgres",
     async startHotPathLease({ leaseMs, onTrouble }) {
-      if (lease !== undefined) throw new Error("this database already holds a hot-path lease");
+      if (lease !== undefined || leaseStarting !== undefined) throw new Error("this database already holds a hot-path lease");
+      if (closed) throw new Error("this database is closed");
       // Every replica runs the same lease: it is what a writer waits out when it cannot confirm acknowledgements.
       replicaSync.fallbackWaitMs = leaseMs;
       replicaSync.onTrouble = onTrouble;
-      lease = await startHotPathLease({
+      leaseStarting = startHotPathLease({
         leaseMs,
         onTrouble,
         newClient: () =>
@@ -110,10 +113,22 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
             ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
           }),
       });
+      try {
+        lease = await leaseStarting;
+      } finally {
+        leaseStarting = undefined;
+      }
+      // Closed while it started: stop it rather than leave it renewing behind a closed pool.
+      if (closed) {
+        await lease.stop();
+        return;
+      }
       registerHotPathLease(db, lease);
     },
     async close() {
+      closed = true;
       registerHotPathLease(db, undefined);
+      await leaseStarting?.catch(() => undefined);
       await lease?.stop();
       await db.destroy();
       // Kysely only ends the pool if the database was ever used.

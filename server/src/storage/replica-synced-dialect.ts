@@ -6,36 +6,28 @@
  * dropped the rows the change made stale, or lost its lease
  * (docs/decisions/0008-hot-path-leases.md).
  *
- * Which statements count is read from the SQL text, so raw SQL and the query
- * builder are covered alike. The one write that opts out says so in its text
- * (NO_REPLICA_SYNC): the Decrypt bookkeeping, which makes nothing less usable
- * and is sometimes written while a Decrypt waits.
+ * Which statements count is read from the SQL text (key-row-writes.ts), so
+ * raw SQL and the query builder are covered alike. The one write that opts
+ * out says so at the start of its text (NO_REPLICA_SYNC): the Decrypt
+ * bookkeeping, which makes nothing less usable and is sometimes written while
+ * a Decrypt waits.
  *
  * The wait runs on the connection that committed, so a full pool cannot
  * starve it. A database not yet migrated that far has no such procedure: the
  * wait is skipped (nothing can hold a lease there).
  *
  * The commit has happened when the wait starts, so the wait never fails the
- * write: if the procedure fails (a cancelled statement, a broken connection,
- * its own time limit) it is tried once more on another connection, and if
- * that fails too the writer waits out the longest lease instead. A replica
+ * write: if the procedure fails (a cancelled statement, its lock timeout, its
+ * own time limit, a broken connection) it is tried once more on the same
+ * connection (never a second one: writers failing together must not drain
+ * the pool), and if that fails too the writer waits out the lease instead. A replica
  * still trusting its rows after that has acknowledged a ping taken after this
  * commit (hot-path-lease.ts), so it has applied it.
  */
 import type { DatabaseConnection, Dialect, Driver, QueryResult, TransactionSettings } from "kysely";
 import { CompiledQuery } from "kysely";
+import { writesKeyRows } from "./key-row-writes.js";
 
-/** Put in a statement's SQL (as a comment) to let its commit return without waiting for replicas. */
-export const NO_REPLICA_SYNC = "/* no replica sync */";
-
-// Between the verb and the table: blanks and comments, ONLY, a schema. TRUNCATE and COPY … FROM may list tables.
-const GAP = String.raw`(?:\s|/\*[\s\S]*?\*/|--[^\n]*\n)+`;
-const SCHEMA = String.raw`(?:(?:"[^"]+"|[a-z_][a-z0-9_$]*)\.)?`;
-const KEY_TABLE = String.raw`"?(?:keys|kek_versions|dek_versions)"?(?![a-z0-9_$])`;
-const WRITES_KEY_ROWS = new RegExp(
-  String.raw`\b(?:(?:insert${GAP}into|merge${GAP}into|update|delete${GAP}from)${GAP}(?:only${GAP})?${SCHEMA}${KEY_TABLE}|(?:truncate|copy)\b[^;]*?(?<![a-z0-9_$"])${SCHEMA}${KEY_TABLE})`,
-  "i",
-);
 const AWAIT_REPLICAS = CompiledQuery.raw("call hot_path_await_replicas()");
 /** The longest lease KMS_HOT_PATH_LEASE_MS allows: what to wait out when nothing better is known. */
 export const LONGEST_LEASE_MS = 60_000;
@@ -46,11 +38,10 @@ export interface ReplicaSyncSettings {
   fallbackWaitMs: number;
   onTrouble?: ((message: string, error?: unknown) => void) | undefined;
 }
-/** undefined_function, undefined_table: the migration that adds the procedure has not run. */
-const NOT_MIGRATED = new Set(["42883", "42P01"]);
-
-export function writesKeyRows(sqlText: string): boolean {
-  return WRITES_KEY_ROWS.test(sqlText) && !sqlText.includes(NO_REPLICA_SYNC);
+/** undefined_function naming the procedure itself: the migration that adds it has not run. */
+function notMigrated(error: unknown): boolean {
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  return code === "42883" && typeof message === "string" && message.includes("hot_path_await_replicas");
 }
 
 export class ReplicaSyncedDialect implements Dialect {
@@ -92,8 +83,12 @@ class TrackedConnection implements DatabaseConnection {
     return result;
   }
 
-  streamQuery<R>(compiledQuery: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
-    return this.inner.streamQuery<R>(compiledQuery, chunkSize);
+  async *streamQuery<R>(compiledQuery: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
+    yield* this.inner.streamQuery<R>(compiledQuery, chunkSize);
+    if (writesKeyRows(compiledQuery.sql)) {
+      if (this.inTransaction) this.wroteKeyRows = true;
+      else await this.awaitReplicas(this.inner);
+    }
   }
 }
 
@@ -150,16 +145,7 @@ class ReplicaSyncedDriver implements Driver {
   async awaitReplicas(connection: DatabaseConnection): Promise<void> {
     const failures: unknown[] = [];
     if (await tryAwait(connection, failures)) return;
-    try {
-      const other = await this.inner.acquireConnection();
-      try {
-        if (await tryAwait(other, failures)) return;
-      } finally {
-        await this.inner.releaseConnection(other);
-      }
-    } catch (error) {
-      failures.push(error);
-    }
+    if (await tryAwait(connection, failures)) return;
     this.settings.onTrouble?.(
       `hot-path leases: could not confirm that every replica applied a committed change; waiting out the lease (${this.settings.fallbackWaitMs} ms) instead`,
       failures[0],
@@ -174,7 +160,7 @@ async function tryAwait(connection: DatabaseConnection, failures: unknown[]): Pr
     await connection.executeQuery(AWAIT_REPLICAS);
     return true;
   } catch (error) {
-    if (NOT_MIGRATED.has((error as { code?: unknown }).code as string)) return true;
+    if (notMigrated(error)) return true;
     failures.push(error);
     return false;
   }

@@ -15,9 +15,14 @@ import { type Kysely, sql } from "kysely";
  *   `lease_expires_at` moves only with an acknowledgement, and only while the
  *   lease is still running: a replica whose lease ran out must register
  *   anew, with nothing kept.
- * - hot_path_sync_seq numbers the pings: `hot_path_ping()` notifies
- *   `sync <n> <ms>`, where ms is when it was taken (database clock). A replica's
- *   trust, and its lease, count from that time, so an old ping renews little.
+ * - hot_path_sync_seq numbers the pings: `hot_path_ping()` records the ping,
+ *   a random nonce and when it was taken in hot_path_pings, then notifies
+ *   `sync <n> <nonce>`. A replica acknowledges only a ping it finds recorded
+ *   with that nonce, and its lease counts from the recorded time. Any role
+ *   may NOTIFY: without the nonce, which no one learns before the real
+ *   notification is delivered (in commit order, after the writes it vouches
+ *   for), a forged `sync` acknowledges and renews nothing. An old ping renews
+ *   little.
  * - `call hot_path_await_replicas()` is the writer's wait, for this service
  *   after each commit that touched key rows and for an operator after SQL of
  *   their own: it pings, then returns once every replica with a running lease
@@ -31,6 +36,8 @@ const id = sql`text collate "C"`;
 /** Far beyond any lease: every replica that does not acknowledge has lost its lease long before. */
 const AWAIT_TIMEOUT_SECONDS = 60;
 const LOCK_TIMEOUT_SECONDS = 5;
+const PRUNE_EVERY = 1_000;
+const PINGS_KEPT = "10 minutes";
 
 export async function up(db: Kysely<any>): Promise<void> {
   await sql`create table hot_path_replicas (
@@ -42,6 +49,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     listener_pid integer not null
   )`.execute(db);
   await sql`create sequence hot_path_sync_seq`.execute(db);
+  await sql`create table hot_path_pings (
+    n bigint primary key,
+    nonce uuid not null,
+    taken_at timestamptz not null
+  )`.execute(db);
   await sql
     .raw(
       `create function hot_path_channel() returns text language sql stable ${PINNED_SEARCH_PATH} as $$
@@ -54,8 +66,14 @@ $$`,
       `create function hot_path_ping() returns bigint language plpgsql ${PINNED_SEARCH_PATH} as $$
 declare
   ping bigint := nextval('hot_path_sync_seq');
+  nonce uuid := gen_random_uuid();
 begin
-  perform pg_notify(hot_path_channel(), 'sync ' || ping || ' ' || floor(extract(epoch from clock_timestamp()) * 1000)::bigint);
+  insert into hot_path_pings (n, nonce, taken_at) values (ping, nonce, clock_timestamp());
+  -- Now and then, forget pings no replica can still be owing (an acknowledgement that finds none re-registers).
+  if ping % ${PRUNE_EVERY} = 0 then
+    delete from hot_path_pings where taken_at < clock_timestamp() - interval '${PINGS_KEPT}';
+  end if;
+  perform pg_notify(hot_path_channel(), 'sync ' || ping || ' ' || nonce);
   return ping;
 end $$`,
     )
@@ -150,6 +168,7 @@ end $$`,
   await sql`drop procedure hot_path_await_replicas()`.execute(db);
   await sql`drop function hot_path_ping()`.execute(db);
   await sql`drop function hot_path_channel()`.execute(db);
+  await sql`drop table hot_path_pings`.execute(db);
   await sql`drop sequence hot_path_sync_seq`.execute(db);
   await sql`drop table hot_path_replicas`.execute(db);
 }
