@@ -47,16 +47,7 @@ export async function unwrapDataKey(
     throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
   }
   const wrappedDek = material.wrappedDek;
-  const kekRow = {
-    tenantId,
-    keyId,
-    keyUid: material.keyUid,
-    kekVersion: material.kekVersion,
-    kekAlgorithm: material.kekAlgorithm as KekAlgorithm,
-    wrappedKek: material.wrappedKek,
-    rootKeyId: material.rootKeyId,
-    rootProvider: material.rootProvider,
-  };
+  const kekRow = kekRowOf(material, tenantId, keyId);
   // Only now, with the key and version proven usable by this call's read: the DEK kept with its cached KEK.
   const kept = context.kekCache.dataKey(kekRow, material.dekVersion, wrappedDek);
   const plaintext =
@@ -77,6 +68,29 @@ export async function unwrapDataKey(
           return unwrapped;
         });
   return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined, row: material };
+}
+
+type KekRow = Parameters<typeof withKek>[1];
+const kekRows = new WeakMap<object, KekRow>();
+
+/** The KEK part of a material row, made once per row object (the storage layer hands a kept row out again). */
+function kekRowOf(material: NonNullable<Awaited<ReturnType<typeof readDataKeyMaterial>>>, tenantId: string, keyId: string): KekRow {
+  let kekRow = kekRows.get(material);
+  if (kekRow === undefined) {
+    kekRow = Object.freeze({
+      tenantId,
+      keyId,
+      keyUid: material.keyUid,
+      kekVersion: material.kekVersion,
+      kekAlgorithm: material.kekAlgorithm as KekAlgorithm,
+      wrappedKek: material.wrappedKek,
+      rootKeyId: material.rootKeyId,
+      rootProvider: material.rootProvider,
+    });
+    // Rows from a transaction or a derived handle are fresh objects each time and not frozen: nothing to remember.
+    if (Object.isFrozen(material)) kekRows.set(material, kekRow);
+  }
+  return kekRow;
 }
 
 /** A private copy outside Node's shared buffer pool, so the owner can wipe exactly it. */

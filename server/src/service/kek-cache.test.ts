@@ -20,17 +20,32 @@ describe("KEK cache", () => {
     expect(kek.key.every((b) => b === 0)).toBe(true);
   });
 
-  it("evicts the least recently used entry beyond capacity and wipes it", () => {
-    const cache = createKekCache({ maxEntries: 2, maxAgeMs: 60_000 });
+  it("evicts the least recently used entry beyond capacity and wipes it (recency counted to the second)", () => {
+    let time = 0;
+    const cache = createKekCache({ maxEntries: 2, maxAgeMs: 60_000, now: () => time });
     const [a, b, c] = [aesKek(1), aesKek(2), aesKek(3)];
     cache.set(scope("a"), a);
     cache.set(scope("b"), b);
+    time = 1_000;
     cache.get(scope("a"));
     cache.set(scope("c"), c);
     expect(cache.get(scope("b"))).toBeUndefined();
     expect(b.key.every((x) => x === 0)).toBe(true);
     expect(cache.get(scope("a"))).toBe(a);
     expect(cache.get(scope("c"))).toBe(c);
+  });
+
+  it("a use within a second of the last does not reorder: eviction then follows insertion order", () => {
+    let time = 0;
+    const cache = createKekCache({ maxEntries: 2, maxAgeMs: 60_000, now: () => time });
+    const [a, b, c] = [aesKek(1), aesKek(2), aesKek(3)];
+    cache.set(scope("a"), a);
+    cache.set(scope("b"), b);
+    time = 999;
+    cache.get(scope("a"));
+    cache.set(scope("c"), c);
+    expect(cache.get(scope("a"))).toBeUndefined();
+    expect(cache.get(scope("b"))).toBe(b);
   });
 
   it("scopes entries by key uid and KEK version, not only by name", () => {

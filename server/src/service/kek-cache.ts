@@ -23,6 +23,8 @@ import { wipeKek, type UnwrappedKek } from "./kek-material.js";
 
 /** DEK versions kept per cached KEK; a key rarely has more than a few in use. */
 export const MAX_DATA_KEYS_PER_KEK = 16;
+/** An entry used again within this long keeps its place in the LRU order. */
+const TOUCH_EVERY_MS = 1_000;
 
 export interface KekCacheOptions {
   readonly maxEntries: number;
@@ -61,6 +63,8 @@ export interface KekCache {
 interface Entry {
   readonly kek: UnwrappedKek;
   readonly expiresAt: number;
+  /** When it was last made most recently used. */
+  touchedAt: number;
   readonly prefix: string;
   /** DEKs by DEK version, in the order they were kept. */
   dataKeys: Map<number, KeptDataKey> | undefined;
@@ -89,12 +93,17 @@ export function createKekCache(options: KekCacheOptions): KekCache {
     const id = cacheId(scope);
     const entry = entries.get(id);
     if (entry === undefined) return undefined;
-    if (entry.expiresAt <= now()) {
+    const time = now();
+    if (entry.expiresAt <= time) {
       evict(id, entry);
       return undefined;
     }
-    entries.delete(id);
-    entries.set(id, entry);
+    // Recency to the second is enough for eviction; re-inserting on every hit churns the map on the hot path.
+    if (time - entry.touchedAt >= TOUCH_EVERY_MS) {
+      entry.touchedAt = time;
+      entries.delete(id);
+      entries.set(id, entry);
+    }
     return entry;
   };
 
@@ -128,7 +137,8 @@ export function createKekCache(options: KekCacheOptions): KekCache {
       // The same KEK again: already held, with its DEKs and its expiry (a kept DEK's age counts from the KEK's unwrap).
       if (previous !== undefined && previous.kek === kek) return true;
       if (previous !== undefined) evict(id, previous);
-      entries.set(id, { kek, expiresAt: now() + options.maxAgeMs, prefix: keyPrefix(scope.tenantId, scope.keyId), dataKeys: undefined });
+      const time = now();
+      entries.set(id, { kek, expiresAt: time + options.maxAgeMs, touchedAt: time, prefix: keyPrefix(scope.tenantId, scope.keyId), dataKeys: undefined });
       while (entries.size > options.maxEntries) {
         const oldest = entries.entries().next().value;
         if (oldest === undefined) break;
@@ -153,7 +163,15 @@ function keyPrefix(tenantId: string, keyId: string): string {
   return `${tenantId}\u0000${keyId}`;
 }
 
+const cacheIds = new WeakMap<KekCacheScope, string>();
+
+/** Remembered per scope object: the hot path hands the same (frozen) scope again while its row is kept. */
 function cacheId(scope: KekCacheScope): string {
-  const uid = Buffer.from(scope.keyUid.buffer, scope.keyUid.byteOffset, scope.keyUid.byteLength).toString("hex");
-  return `${keyPrefix(scope.tenantId, scope.keyId)}\u0000${uid}\u0000${scope.kekVersion}`;
+  let id = cacheIds.get(scope);
+  if (id === undefined) {
+    const uid = Buffer.from(scope.keyUid.buffer, scope.keyUid.byteOffset, scope.keyUid.byteLength).toString("hex");
+    id = `${keyPrefix(scope.tenantId, scope.keyId)}\u0000${uid}\u0000${scope.kekVersion}`;
+    if (Object.isFrozen(scope)) cacheIds.set(scope, id);
+  }
+  return id;
 }
