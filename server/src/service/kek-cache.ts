@@ -23,7 +23,7 @@ import { wipeKek, type UnwrappedKek } from "./kek-material.js";
 
 /** DEK versions kept per cached KEK; a key rarely has more than a few in use. */
 export const MAX_DATA_KEYS_PER_KEK = 16;
-/** An entry used again within this long keeps its place in the LRU order. */
+/** An entry used again within this long of its last move keeps its place in the LRU order. */
 const TOUCH_EVERY_MS = 1_000;
 
 export interface KekCacheOptions {
@@ -78,7 +78,7 @@ interface KeptDataKey {
 
 export function createKekCache(options: KekCacheOptions): KekCache {
   const now = options.now ?? Date.now;
-  // A Map iterates in insertion order; re-inserting on hit makes it an LRU.
+  // A Map iterates in insertion order; re-inserting on hit (at most once a second) makes it an LRU to the second.
   const entries = new Map<string, Entry>();
 
   const evict = (id: string, entry: Entry): void => {
