@@ -36,6 +36,7 @@ import { rotateKey } from "../server/src/service/rotate-key.js";
 import type { Database } from "../server/src/storage/database.js";
 import { migrateToLatest } from "../server/src/storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "../server/src/storage/open-database.js";
+import { adminQuery } from "./lib/admin-query.js";
 import { argValue } from "./lib/args.js";
 import { fixed, table, thousands } from "./lib/report.js";
 import { LatencyRecorder } from "./lib/stats.js";
@@ -176,14 +177,5 @@ function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-async function adminQuery(url: string, text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(text);
-  } finally {
-    await client.end();
-  }
-}
 
 await main();

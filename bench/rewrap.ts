@@ -25,7 +25,6 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { sql } from "kysely";
-import pg from "pg";
 import { silentLogger } from "../server/src/api/logger.js";
 import { encodeDekReference } from "../server/src/crypto/dek-reference.js";
 import { generateAes256Key } from "../server/src/crypto/random.js";
@@ -40,6 +39,7 @@ import type { KmsContext } from "../server/src/service/kms-context.js";
 import { rotateKey } from "../server/src/service/rotate-key.js";
 import { migrateToLatest } from "../server/src/storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "../server/src/storage/open-database.js";
+import { adminQuery } from "./lib/admin-query.js";
 
 const TENANT = "bench";
 const DEK_POOL = 256;
@@ -205,15 +205,6 @@ async function compact(opened: OpenedDatabase): Promise<void> {
   await sql`checkpoint`.execute(opened.db);
 }
 
-async function adminQuery(url: string, statement: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(statement);
-  } finally {
-    await client.end();
-  }
-}
 
 main().catch((error: unknown) => {
   process.stderr.write(`bench:rewrap failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
