@@ -11,6 +11,7 @@ import { customerKeySettingsFromEnv, type CustomerKeySettings } from "./provider
 import { resolve } from "node:path";
 import type { RootProviderOptions } from "./providers/create-root-provider.js";
 import { previousRootProviderOptionsFromEnv, RootProviderConfigError, rootProviderOptionsFromEnv } from "./providers/root-provider-env.js";
+import { LONGEST_LEASE_MS } from "./storage/replica-synced-dialect.js";
 
 export type Mode = "development" | "production";
 
@@ -169,9 +170,11 @@ function spiffeList(env: NodeJS.ProcessEnv, name: string, fallback: readonly str
 const HOT_PATH_LEASE_MIN_MS = 500;
 
 function hotPathLeaseMs(env: NodeJS.ProcessEnv): number {
-  const value = integer(env, "KMS_HOT_PATH_LEASE_MS", 3_000, 0, 60_000);
+  const value = integer(env, "KMS_HOT_PATH_LEASE_MS", 3_000, 0, LONGEST_LEASE_MS);
   if (value !== 0 && value < HOT_PATH_LEASE_MIN_MS) {
-    throw new ConfigError(`KMS_HOT_PATH_LEASE_MS must be 0 (off) or from ${HOT_PATH_LEASE_MIN_MS} to 60000, got ${JSON.stringify(env["KMS_HOT_PATH_LEASE_MS"])}`);
+    throw new ConfigError(
+      `KMS_HOT_PATH_LEASE_MS must be 0 (off) or from ${HOT_PATH_LEASE_MIN_MS} to ${LONGEST_LEASE_MS}, got ${JSON.stringify(env["KMS_HOT_PATH_LEASE_MS"])}`,
+    );
   }
   return value;
 }

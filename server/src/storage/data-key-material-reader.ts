@@ -67,7 +67,7 @@ export async function readDataKeyMaterial(
   }
   const runPrepared = preparedStatementRunnerOf(db);
   if (runPrepared !== undefined) {
-    return readCheckedByTenantGeneration(cacheOf(db, 0), batchedReadOf(db, () => runPrepared), hotPathLeaseOf(db), tenantId, keyId, dekVersion);
+    return readOnPostgres(cacheOf(db, 0), batchedReadOf(db, () => runPrepared), hotPathLeaseOf(db), tenantId, keyId, dekVersion);
   }
   const activity = engineActivityOf(db);
   if (activity === undefined) return loadDataKeyMaterial(db, tenantId, keyId, dekVersion);
@@ -96,7 +96,7 @@ export async function readDataKeyMaterial(
  * row's generation. Without one: when its tenant's generation, read after the
  * call arrived, has not moved.
  */
-async function readCheckedByTenantGeneration(
+async function readOnPostgres(
   cache: MaterialCache,
   read: MaterialRead,
   lease: HotPathLease | undefined,

@@ -47,9 +47,15 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
 
   const lease = () => hotPathLeaseOf(db)!;
 
-  async function addSilentReplica(name: string): Promise<void> {
+  /** Runs `body` with a registry row nobody acknowledges for, removed afterwards whatever happens. */
+  async function withSilentReplica(name: string, body: () => Promise<void>): Promise<void> {
     await sql`insert into hot_path_replicas (replica_id, lease_expires_at, acked_through, register_time, listener_pid)
       values (${name}, clock_timestamp() + interval '10 minutes', 0, clock_timestamp(), 0)`.execute(db);
+    try {
+      await body();
+    } finally {
+      await sql`delete from hot_path_replicas where replica_id = ${name}`.execute(db);
+    }
   }
 
   /** Resolves once this process's own lease acknowledged every ping sent so far: the writer is now waiting on the silent one only. */
@@ -82,34 +88,27 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
   });
 
   it("a key write returns only after a replica that had not acknowledged it does", async () => {
-    await addSilentReplica("silent-acks");
-    try {
+    await withSilentReplica("silent-acks", async () => {
       const write = tracked(aKeyWrite("a"));
       await ownLeaseCaughtUp();
       expect(write.settled()).toBe(false);
       await sql`update hot_path_replicas set acked_through = 9223372036854775807 where replica_id = 'silent-acks'`.execute(db);
       await write.promise;
-    } finally {
-      await sql`delete from hot_path_replicas where replica_id = 'silent-acks'`.execute(db);
-    }
+    });
   });
 
   it("a key write stops waiting for a silent replica once its lease ran out", async () => {
-    await addSilentReplica("silent-expires");
-    try {
+    await withSilentReplica("silent-expires", async () => {
       const write = tracked(db.transaction().execute((tx) => tx.updateTable("dek_versions").set({ state: "PRIMARY" }).where("tenant_id", "=", "nobody").execute()));
       await ownLeaseCaughtUp();
       expect(write.settled()).toBe(false);
       await sql`update hot_path_replicas set lease_expires_at = clock_timestamp() - interval '1 second' where replica_id = 'silent-expires'`.execute(db);
       await write.promise;
-    } finally {
-      await sql`delete from hot_path_replicas where replica_id = 'silent-expires'`.execute(db);
-    }
+    });
   });
 
   it("a rolled-back transaction, a write to other tables and the Decrypt bookkeeping do not wait", async () => {
-    await addSilentReplica("silent-ignored");
-    try {
+    await withSilentReplica("silent-ignored", async () => {
       await expect(
         db.transaction().execute(async (tx) => {
           await tx.updateTable("keys").set({ description: "b" }).where("tenant_id", "=", "nobody").execute();
@@ -118,9 +117,7 @@ describe.skipIf(postgres === undefined)("hot-path leases on PostgreSQL", () => {
       ).rejects.toThrow("rolled back on purpose");
       await db.deleteFrom("jobs").where("tenant_id", "=", "nobody").execute();
       await recordLastDecrypts(db, [{ tenantId: "nobody", keyId: "k", version: 1, time: new Date() }]);
-    } finally {
-      await sql`delete from hot_path_replicas where replica_id = 'silent-ignored'`.execute(db);
-    }
+    });
   });
 
   it("a commit that changed a tenant's key rows has raised that tenant's floor here before it returns", async () => {

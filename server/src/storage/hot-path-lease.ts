@@ -58,6 +58,7 @@ const RECONNECT_MAX_MS = 5_000;
 /** Rows of replicas whose lease ended this long ago are removed by the next registration. */
 const FORGET_AFTER = "1 hour";
 const CHANNEL = /^matih_kms_hot_path_[0-9a-f]{16}$/;
+const LEAVE_REGISTRY = "delete from hot_path_replicas where replica_id = any($1::text[])";
 const PING = /^sync (\d{1,18}) ([0-9a-f-]{36})$/;
 /** Pings heard and not yet acknowledged, kept for the next acknowledgement; the lowest go first when full. */
 const MAX_HEARD_PINGS = 64;
@@ -95,19 +96,19 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     floors.clear();
   };
 
-  const distrust = (): void => {
+  /** No current connection: nothing kept may be served without a statement, and nothing kept so far counts again. */
+  const unregister = (): void => {
+    client = undefined;
+    replicaId = "";
     trustedUntil = 0;
     trustedUntilWall = 0;
+    dropEverything();
   };
 
   const lose = (from: pg.Client, message: string, error?: unknown): void => {
     if (from !== client) return;
-    client = undefined;
-    replicaId = "";
-    distrust();
-    dropEverything();
-    from.removeAllListeners("notification");
-    from.on("error", () => {}); // ending a broken client may report again
+    unregister();
+    detach(from);
     void from.end().catch(() => {});
     if (stopped) return;
     options.onTrouble?.(message, error);
@@ -217,7 +218,6 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     const notStopped = (): void => {
       if (stopped) throw new Stopped("the hot-path lease was stopped");
     };
-    let id: string | undefined;
     connectingClient = next;
     try {
       await next.connect();
@@ -239,7 +239,7 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       notStopped();
       // Every read from here on is followed by the invalidations of what it read.
       dropEverything();
-      id = randomUUID();
+      const id = randomUUID();
       const sentAt = performance.now();
       const sentAtWall = Date.now();
       // Earlier registrations trust nothing any more: writers need not wait for them.
@@ -263,21 +263,10 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
       trustedUntilWall = sentAtWall + leaseMs - marginMs;
       acknowledge(next);
     } catch (error) {
+      // A row this attempt registered stays in `registered`: the next registration or stop() removes it.
       if (connectingClient === next) connectingClient = undefined;
-      if (client === next) {
-        client = undefined;
-        replicaId = "";
-        distrust();
-        dropEverything();
-      }
-      next.removeAllListeners("notification");
-      next.on("error", () => {});
-      if (id !== undefined) {
-        await next.query("delete from hot_path_replicas where replica_id = $1", [id]).then(
-          () => registered.delete(id!),
-          () => {},
-        );
-      }
+      if (client === next) unregister();
+      detach(next);
       await next.end().catch(() => {});
       throw error;
     }
@@ -311,8 +300,9 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
 
   const stop = async (): Promise<void> => {
     stopped = true;
-    distrust();
-    dropEverything();
+    // Trust ends now; the rest (epoch, floors) when the connection is let go below.
+    trustedUntil = 0;
+    trustedUntilWall = 0;
     clearInterval(renewTimer);
     if (reconnectTimer !== undefined) clearTimeout(reconnectTimer);
     reconnectTimer = undefined;
@@ -320,16 +310,14 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     await connectingClient?.end().catch(() => {});
     await connecting?.catch(() => {});
     const current = client;
-    client = undefined;
-    replicaId = "";
-    current?.removeAllListeners("notification");
-    current?.on("error", () => {});
+    unregister();
+    if (current !== undefined) detach(current);
     // Leave the registry, so writers stop waiting for this replica now rather than when its lease ends.
     if (registered.size > 0) {
       const ids = [...registered];
       const leave = async (): Promise<void> => {
         if (current !== undefined) {
-          await inOrder(current, "delete from hot_path_replicas where replica_id = any($1::text[])", [ids]);
+          await inOrder(current, LEAVE_REGISTRY, [ids]);
           return;
         }
         // Stopped while reconnecting: a short-lived connection of its own.
@@ -337,7 +325,7 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
         once.on("error", () => {});
         try {
           await once.connect();
-          await once.query("delete from hot_path_replicas where replica_id = any($1::text[])", [ids]);
+          await once.query(LEAVE_REGISTRY, [ids]);
         } finally {
           await once.end().catch(() => {});
         }
@@ -363,6 +351,12 @@ export async function startHotPathLease(options: HotPathLeaseOptions): Promise<H
     replicaId: () => (client === undefined ? "" : replicaId),
     stop,
   };
+}
+
+/** Done with this connection: no more notifications, and errors while it ends are expected. */
+function detach(client: pg.Client): void {
+  client.removeAllListeners("notification");
+  client.on("error", () => {});
 }
 
 function withinMs<T>(ms: number, promise: Promise<T>): Promise<T | undefined> {

@@ -46,7 +46,7 @@ export interface OpenDatabaseOptions {
 }
 
 /** application_name of each replica's listening connection, for pg_stat_activity. */
-export const HOT_PATH_LISTENER_NAME = "matih-kms hot-path listener";
+const HOT_PATH_LISTENER_NAME = "matih-kms hot-path listener";
 const PG_INT8_OID = 20;
 const PG_BYTEA_OID = 17;
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;

@@ -25,6 +25,35 @@ const HOT_PATH_TABLES = ["keys", "dek_versions", "kek_versions"] as const;
 // The functions find their tables in the schema they were made in, whatever the writing session's search_path.
 const PINNED_SEARCH_PATH = "set search_path from current";
 
+/**
+ * The commit-time bump and the truncate bump, as this migration makes them.
+ * Exported for migration 20251129190000, whose down() puts them back.
+ */
+export async function createBumpFunctions(db: Kysely<any>): Promise<void> {
+  await sql
+    .raw(
+      `create or replace function hot_path_bump_noted() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
+begin
+  -- The first note of a transaction to fire bumps all of its tenants, in order; the rest find nothing.
+  insert into hot_path_generations (tenant_id, generation)
+    select tenant_id, 1 from hot_path_pending where transaction_id = new.transaction_id order by tenant_id
+    on conflict (tenant_id) do update set generation = hot_path_generations.generation + 1;
+  delete from hot_path_pending where transaction_id = new.transaction_id;
+  return null;
+end $$`,
+    )
+    .execute(db);
+  await sql
+    .raw(
+      `create or replace function hot_path_bump_all() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
+begin
+  update hot_path_generations set generation = generation + 1;
+  return null;
+end $$`,
+    )
+    .execute(db);
+}
+
 export async function up(db: Kysely<any>): Promise<void> {
   await sql`create table hot_path_generations (
     tenant_id ${id} primary key,
@@ -53,28 +82,7 @@ end $$`,
       )
       .execute(db);
   }
-  await sql
-    .raw(
-      `create function hot_path_bump_noted() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
-begin
-  -- The first note of a transaction to fire bumps all of its tenants, in order; the rest find nothing.
-  insert into hot_path_generations (tenant_id, generation)
-    select tenant_id, 1 from hot_path_pending where transaction_id = new.transaction_id order by tenant_id
-    on conflict (tenant_id) do update set generation = hot_path_generations.generation + 1;
-  delete from hot_path_pending where transaction_id = new.transaction_id;
-  return null;
-end $$`,
-    )
-    .execute(db);
-  await sql
-    .raw(
-      `create function hot_path_bump_all() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
-begin
-  update hot_path_generations set generation = generation + 1;
-  return null;
-end $$`,
-    )
-    .execute(db);
+  await createBumpFunctions(db);
 
   await sql
     .raw(

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from "kysely";
+import { createBumpFunctions } from "./20251129150000_hot-path-generations.js";
 
 /*
  * Hot-path leases (docs/decisions/0008-hot-path-leases.md): replicas that
@@ -144,27 +145,8 @@ end $$`,
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
-  await sql
-    .raw(
-      `create or replace function hot_path_bump_noted() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
-begin
-  insert into hot_path_generations (tenant_id, generation)
-    select tenant_id, 1 from hot_path_pending where transaction_id = new.transaction_id order by tenant_id
-    on conflict (tenant_id) do update set generation = hot_path_generations.generation + 1;
-  delete from hot_path_pending where transaction_id = new.transaction_id;
-  return null;
-end $$`,
-    )
-    .execute(db);
-  await sql
-    .raw(
-      `create or replace function hot_path_bump_all() returns trigger language plpgsql ${PINNED_SEARCH_PATH} as $$
-begin
-  update hot_path_generations set generation = generation + 1;
-  return null;
-end $$`,
-    )
-    .execute(db);
+  // The bumps as they were, without notifications.
+  await createBumpFunctions(db);
   await sql`drop procedure hot_path_await_replicas()`.execute(db);
   await sql`drop function hot_path_ping()`.execute(db);
   await sql`drop function hot_path_channel()`.execute(db);
