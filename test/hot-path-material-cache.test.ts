@@ -19,8 +19,8 @@ import { engineActivityOf } from "../server/src/storage/engine-activity.js";
 import { hotPathLeaseOf } from "../server/src/storage/hot-path-lease.js";
 import { preparedStatementRunnerOf, registerPreparedStatementRunner } from "../server/src/storage/prepared-statements.js";
 import { KekAlgorithm } from "../gen/matih/kms/v1/resources_pb.js";
-import { decryptDataKey } from "../server/src/service/decrypt-data-key.js";
-import { generateDataKey } from "../server/src/service/generate-data-key.js";
+import { decryptDataKey, serveDecrypt } from "../server/src/service/decrypt-data-key.js";
+import { generateDataKey, serveGenerateDataKey } from "../server/src/service/generate-data-key.js";
 import type { KmsContext } from "../server/src/service/kms-context.js";
 import { openDatabase, type OpenedDatabase } from "../server/src/storage/open-database.js";
 import { engines, postgresTestUrl } from "./support/databases.js";
@@ -114,6 +114,50 @@ describe.each(variants)("the hot path's material read on $name", ({ engine, leas
     await keys.revokeKey({ tenantId, keyId: "k" });
     await expectRefusal(dataKeys.generateDataKey({ tenantId, keyId: "k" }), { code: Code.FailedPrecondition, reason: "KEY_REVOKED" });
     await expectRefusal(dataKeys.decrypt({ tenantId, keyId: "k", reference }), { code: Code.FailedPrecondition, reason: "KEY_REVOKED" });
+  });
+
+  it("answers a warm call from memory without a promise where no statement is needed, and a write sends the next call to the database", async () => {
+    const { keys } = kms.clients();
+    const tenantId = "from-memory";
+    await keys.createKey({ tenantId, keyId: "k" });
+    const warm = await generateDataKey(kms.context, { tenantId, keyId: "k" });
+    // The version's first Decrypt is recorded before it answers (a write, so the row is read again after it).
+    await decryptDataKey(kms.context, { tenantId, keyId: "k", reference: warm.reference });
+    if (leased) await sql`call hot_path_await_replicas()`.execute(kms.context.db);
+    await decryptDataKey(kms.context, { tenantId, keyId: "k", reference: warm.reference });
+    await generateDataKey(kms.context, { tenantId, keyId: "k" });
+    // PostgreSQL without a lease checks the tenant's generation on every call: always a promise.
+    const fromMemory = engine.name === "pglite" || leased;
+    const generated = serveGenerateDataKey(kms.context, { tenantId, keyId: "k" });
+    const decrypted = serveDecrypt(kms.context, { tenantId, keyId: "k", reference: warm.reference });
+    expect(generated instanceof Promise).toBe(!fromMemory);
+    expect(decrypted instanceof Promise).toBe(!fromMemory);
+    expect((await generated).plaintext).toEqual(warm.plaintext);
+    expect((await generated).reference).toEqual(warm.reference);
+    expect((await decrypted).plaintext).toEqual(warm.plaintext);
+
+    await keys.rotateKey({ tenantId, keyId: "k" });
+    const afterRotation = serveGenerateDataKey(kms.context, { tenantId, keyId: "k" });
+    expect(afterRotation).toBeInstanceOf(Promise);
+    expect((await afterRotation).dekVersion).toBe(2);
+    expect(serveGenerateDataKey(kms.context, { tenantId, keyId: "k" }) instanceof Promise).toBe(!fromMemory);
+
+    await keys.revokeKey({ tenantId, keyId: "k" });
+    const afterRevocation = serveDecrypt(kms.context, { tenantId, keyId: "k", reference: warm.reference });
+    expect(afterRevocation).toBeInstanceOf(Promise);
+    await expect(afterRevocation).rejects.toMatchObject({ reason: "KEY_REVOKED" });
+  });
+
+  it("refuses bad input at once on the hot path, and as a rejected promise to promise callers", async () => {
+    expect(() => serveGenerateDataKey(kms.context, { tenantId: "bad id", keyId: "k" })).toThrow(expect.objectContaining({ reason: "INVALID_FIELD" }));
+    expect(() => serveDecrypt(kms.context, { tenantId: "t", keyId: "k", reference: new Uint8Array() })).toThrow(
+      expect.objectContaining({ reason: "INVALID_FIELD", field: "reference" }),
+    );
+    await expect(generateDataKey(kms.context, { tenantId: "bad id", keyId: "k" })).rejects.toMatchObject({ reason: "INVALID_FIELD", field: "tenant_id" });
+    await expect(decryptDataKey(kms.context, { tenantId: "t", keyId: "k", reference: new Uint8Array() })).rejects.toMatchObject({
+      reason: "INVALID_FIELD",
+      field: "reference",
+    });
   });
 
   it("a rotation moves GenerateDataKey to the new primary on the very next call", async () => {

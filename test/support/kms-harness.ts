@@ -115,7 +115,7 @@ export async function createTestKms(engine: TestEngine, options: TestKmsOptions 
     keyEvents,
     clients(caller = SERVICE_CALLER) {
       const asCaller: Interceptor = (next) => (req) => {
-        req.contextValues.set(authenticationKey, { inputs: undefined, authenticator: undefined, result: Promise.resolve(caller) });
+        req.contextValues.set(authenticationKey, { inputs: undefined, authenticator: undefined, result: Promise.resolve(caller), caller });
         return next(req);
       };
       const transport = createRouterTransport(

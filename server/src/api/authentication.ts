@@ -109,6 +109,8 @@ export interface RequestAuthentication {
   readonly authenticator: Authenticator | undefined;
   /** Memo: the first `authenticate` of a request decides for all later ones. */
   result: Promise<Caller> | undefined;
+  /** The caller `result` fulfilled with, once it has: for `authenticatedCaller`. */
+  caller: Caller | undefined;
 }
 
 /**
@@ -126,7 +128,7 @@ export function authenticationContextValues(
   authenticator: Authenticator,
   values: ContextValues = createContextValues(),
 ): ContextValues {
-  return values.set(authenticationKey, { inputs, authenticator, result: undefined });
+  return values.set(authenticationKey, { inputs, authenticator, result: undefined, caller: undefined });
 }
 
 /**
@@ -136,7 +138,7 @@ export function authenticationContextValues(
  */
 export function callerContextValues(caller: Caller, values: ContextValues = createContextValues()): ContextValues {
   const result = Promise.resolve(caller);
-  return values.set(authenticationKey, { inputs: undefined, authenticator: undefined, result });
+  return values.set(authenticationKey, { inputs: undefined, authenticator: undefined, result, caller });
 }
 
 /**
@@ -162,9 +164,19 @@ export function authenticate(ctx: { readonly values: ContextValues }): Promise<C
     if (state.inputs === undefined || state.authenticator === undefined) {
       return Promise.reject(new KmsError("CREDENTIALS_MISSING", "no credentials: the request carries no authentication context"));
     }
-    state.result = state.authenticator(state.inputs);
+    const authenticated = state;
+    state.result = state.authenticator(state.inputs).then((caller) => (authenticated.caller = caller));
   }
   return state.result;
+}
+
+/**
+ * The caller, without waiting, when `authenticate` has already decided for
+ * this request (the server authenticates every request before its
+ * implementation runs); undefined otherwise, and then `authenticate` it is.
+ */
+export function authenticatedCaller(ctx: { readonly values: ContextValues }): Caller | undefined {
+  return ctx.values.get(authenticationKey)?.caller;
 }
 
 /** `authenticate` then `authorizeTenant` in one call; returns the caller. */

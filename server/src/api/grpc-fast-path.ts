@@ -106,8 +106,9 @@ async function serve(options: GrpcFastPathOptions, fast: FastMethod, req: NodeRe
     const caller = await authenticate({ values });
     authorizeMessageTenant(caller, fast.method.input, request);
     const context = call.handlerContext(req, values, options.shutdownSignal);
-    const output = await fast.implementation(request as never, context);
-    call.respond(encodeResponse(fast.method.output, output));
+    const answer = fast.implementation(request as never, context);
+    // An answer served from memory comes at once: no await, no extra turn of the microtask queue.
+    call.respond(encodeResponse(fast.method.output, answer instanceof Promise ? await answer : answer));
   } catch (error) {
     call.fail(refusalToConnectError(error, log, fast.procedure));
   } finally {

@@ -9,7 +9,8 @@ import { wipe } from "../crypto/secure-buffer.js";
 import type { DekVersionState, KekAlgorithm, KeyState } from "../domain/key-model.js";
 import { assertDekVersionDecryptable, assertKeyUsable } from "../domain/key-rules.js";
 import { KmsError } from "../domain/kms-error.js";
-import { readDataKeyMaterial } from "../storage/data-key-material-reader.js";
+import { readDataKeyMaterial, readKeptDataKeyMaterial } from "../storage/data-key-material-reader.js";
+import type { DataKeyMaterial } from "../storage/dek-version.repository.js";
 import { findKey } from "../storage/key.repository.js";
 import { withKek } from "./kek-access.js";
 import { dekWrapContext, unwrapDek } from "./kek-material.js";
@@ -27,6 +28,25 @@ export interface UnwrappedDataKey {
   readonly row: object;
 }
 
+/**
+ * The DEK when memory alone serves it: its row kept and provably current
+ * (readKeptDataKeyMaterial), its plaintext kept with the cached KEK. Undefined
+ * when that takes I/O: then `unwrapDataKey`. Refuses (throws) exactly as
+ * `unwrapDataKey` does for a key or version that is not usable.
+ */
+export function unwrapKeptDataKey(
+  context: KmsContext,
+  tenantId: string,
+  keyId: string,
+  dekVersion: number | "primary",
+): UnwrappedDataKey | undefined {
+  const material = readKeptDataKeyMaterial(context.db, tenantId, keyId, dekVersion);
+  if (material === undefined) return undefined;
+  const wrappedDek = usableWrappedDek(material, tenantId, keyId);
+  const kept = context.kekCache.dataKey(kekRowOf(material, tenantId, keyId), material.dekVersion, wrappedDek);
+  return kept === undefined ? undefined : unwrapped(material, copyOf(kept));
+}
+
 export async function unwrapDataKey(
   context: KmsContext,
   tenantId: string,
@@ -41,12 +61,7 @@ export async function unwrapDataKey(
     }
     throw await notFoundError(context.db, tenantId, keyId);
   }
-  assertKeyUsable(tenantId, keyId, material.keyState as KeyState);
-  assertDekVersionDecryptable(keyId, material.dekVersion, material.dekState as DekVersionState);
-  if (material.wrappedDek === null) {
-    throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
-  }
-  const wrappedDek = material.wrappedDek;
+  const wrappedDek = usableWrappedDek(material, tenantId, keyId);
   const kekRow = kekRowOf(material, tenantId, keyId);
   // Only now, with the key and version proven usable by this call's read: the DEK kept with its cached KEK.
   const kept = context.kekCache.dataKey(kekRow, material.dekVersion, wrappedDek);
@@ -67,6 +82,20 @@ export async function unwrapDataKey(
           if (!context.kekCache.keepDataKey(kekRow, material.dekVersion, wrappedDek, keptCopy)) wipe(keptCopy);
           return unwrapped;
         });
+  return unwrapped(material, plaintext);
+}
+
+/** The version's wrapped DEK, once the key and the version are proven usable; refuses otherwise. */
+function usableWrappedDek(material: DataKeyMaterial, tenantId: string, keyId: string): Buffer {
+  assertKeyUsable(tenantId, keyId, material.keyState as KeyState);
+  assertDekVersionDecryptable(keyId, material.dekVersion, material.dekState as DekVersionState);
+  if (material.wrappedDek === null) {
+    throw new KmsError("DEK_VERSION_UNUSABLE", `reference: DEK version ${material.dekVersion} of key ${keyId} has no material`, { field: "reference" });
+  }
+  return material.wrappedDek;
+}
+
+function unwrapped(material: DataKeyMaterial, plaintext: Buffer): UnwrappedDataKey {
   return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined, row: material };
 }
 
@@ -74,7 +103,7 @@ type KekRow = Parameters<typeof withKek>[1];
 const kekRows = new WeakMap<object, KekRow>();
 
 /** The KEK part of a material row, made once per row object (the storage layer hands a kept row out again). */
-function kekRowOf(material: NonNullable<Awaited<ReturnType<typeof readDataKeyMaterial>>>, tenantId: string, keyId: string): KekRow {
+function kekRowOf(material: DataKeyMaterial, tenantId: string, keyId: string): KekRow {
   let kekRow = kekRows.get(material);
   if (kekRow === undefined) {
     kekRow = Object.freeze({

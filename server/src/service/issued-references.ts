@@ -14,13 +14,15 @@ import { constantTimeEqual } from "../crypto/secure-buffer.js";
 
 const issued = new WeakMap<object, Buffer>();
 
-/** The reference for `row`: remembered, or made by `make` and remembered. The caller gets its own copy. */
-export function issuedReference(row: object, make: () => Buffer): Buffer {
-  let reference = issued.get(row);
-  if (reference === undefined) {
-    reference = make();
-    issued.set(row, reference);
-  }
+/** A copy of the reference already made or verified for `row`, if any. */
+export function issuedReferenceOf(row: object): Buffer | undefined {
+  const reference = issued.get(row);
+  return reference === undefined ? undefined : Buffer.from(reference);
+}
+
+/** Remembers `reference`, just made for `row`, and returns a copy for the caller. */
+export function issueReference(row: object, reference: Buffer): Buffer {
+  if (!issued.has(row)) issued.set(row, reference);
   return Buffer.from(reference);
 }
 

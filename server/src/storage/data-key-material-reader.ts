@@ -54,6 +54,26 @@ interface MaterialCache {
 
 const caches = new WeakMap<object, MaterialCache>();
 
+/**
+ * The kept row, when it can be served with no statement at all: on PGlite
+ * while nothing was written since it was read, on PostgreSQL while a trusted
+ * lease vouches for it. Undefined otherwise (then `readDataKeyMaterial`
+ * decides). No promise: the hot path answers a call served from memory
+ * without an await.
+ */
+export function readKeptDataKeyMaterial(db: Executor, tenantId: string, keyId: string, dekVersion: number | "primary"): DataKeyMaterial | undefined {
+  const cache = caches.get(db);
+  if (cache === undefined) return undefined;
+  const kept = cache.rows.get(rowId(tenantId, keyId, dekVersion));
+  if (kept === undefined) return undefined;
+  if (preparedStatementRunnerOf(db) !== undefined) {
+    const lease = hotPathLeaseOf(db);
+    return lease !== undefined && lease.trusted() && vouchedFor(kept, lease, tenantId) ? kept.row : undefined;
+  }
+  const activity = engineActivityOf(db);
+  return activity !== undefined && cache.generation === activity.writeGeneration ? kept.row : undefined;
+}
+
 export async function readDataKeyMaterial(
   db: Executor,
   tenantId: string,
@@ -109,7 +129,7 @@ async function readOnPostgres(
   const leased = lease !== undefined && lease.trusted();
   if (kept !== undefined) {
     if (leased) {
-      if (kept.epoch === lease.epoch() && kept.generation >= lease.floor(tenantId)) return kept.row;
+      if (vouchedFor(kept, lease, tenantId)) return kept.row;
     } else {
       const { generation } = await read(tenantId, keyId, dekVersion, false);
       if (generation === kept.generation) return kept.row;
@@ -124,6 +144,11 @@ async function readOnPostgres(
   const newer = cache.rows.get(id);
   if (newer !== undefined && newer.generation >= generation && newer.epoch >= epoch) return row;
   return keep(cache, id, row, generation, epoch);
+}
+
+/** Read in the lease's current epoch, and no notification has moved its tenant past it since. */
+function vouchedFor(kept: KeptRow, lease: HotPathLease, tenantId: string): boolean {
+  return kept.epoch === lease.epoch() && kept.generation >= lease.floor(tenantId);
 }
 
 function keep(cache: MaterialCache, id: string, row: DataKeyMaterial, generation: number, epoch = 0): DataKeyMaterial {
