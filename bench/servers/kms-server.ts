@@ -16,7 +16,6 @@
  *                  the proposed cheaper transports, measured in the same process.
  */
 import { performance } from "node:perf_hooks";
-import { PGlite } from "@electric-sql/pglite";
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, QueryResult, RootOperationNode, UnknownRow } from "kysely";
 import { createJsonLinesLogger } from "../../server/src/api/logger.js";
 import { loadConfig } from "../../server/src/config.js";
@@ -25,7 +24,7 @@ import { engineActivityOf, registerEngineActivity } from "../../server/src/stora
 import { openDatabase } from "../../server/src/storage/open-database.js";
 import { migrateToLatest } from "../../server/src/storage/migrations/migrate-to-latest.js";
 import { join } from "node:path";
-import { startFastPathListener, startGrpcJsListener, type Listener } from "./hot-path-listeners.js";
+import type { Listener } from "./hot-path-listeners.js";
 import { announceReady, serveCounters, stopOnSignal } from "./child-support.js";
 
 const instrument = process.argv.includes("--instrument");
@@ -40,6 +39,8 @@ let closeOwnDatabase: (() => Promise<void>) | undefined;
 if (instrument) {
   // Time spent inside PGlite's query(): the WASM PostgreSQL runs on this
   // thread, so this is CPU the event loop cannot spend on RPCs.
+  // Loaded only for the investigation: the measured server carries what production loads, no more.
+  const { PGlite } = await import("@electric-sql/pglite");
   let owner: object | null = PGlite.prototype;
   while (owner !== null && !Object.prototype.hasOwnProperty.call(owner, "query")) owner = Object.getPrototypeOf(owner);
   if (owner !== null) {
@@ -92,6 +93,7 @@ const listeners: Listener[] = [];
 let extraPorts: Record<string, number> = {};
 if (withHotPathListeners) {
   if (kms.devTlsDir === undefined) throw new Error("--hot-path-listeners needs the development PKI");
+  const { startFastPathListener, startGrpcJsListener } = await import("./hot-path-listeners.js");
   const grpcJs = await startGrpcJsListener(kms.context, kms.devTlsDir, logger);
   const fastPath = await startFastPathListener(kms.context, kms.devTlsDir, logger);
   listeners.push(grpcJs, fastPath);

@@ -29,7 +29,6 @@ import { prepareRootKeyAtStart, RootKeysNotHeldError } from "./service/root-key-
 import { migrateToLatest } from "./storage/migrations/migrate-to-latest.js";
 import { openDatabase, type OpenedDatabase } from "./storage/open-database.js";
 import { lockDataDir } from "./storage/pglite/data-dir-lock.js";
-import { ensureDevelopmentPki } from "./tls/dev-pki.js";
 import { watchTlsFiles } from "./tls/tls-file-watcher.js";
 
 /** The development CA's subject: production mode refuses certificates under it. */
@@ -199,6 +198,8 @@ async function openConfiguredDatabase(config: Config, pgliteDir: string): Promis
 
 async function loadTls(config: Config, devTlsDir: string | undefined): Promise<KmsServerTls> {
   if (devTlsDir !== undefined) {
+    // Loaded only in development: a production server never carries the certificate generator.
+    const { ensureDevelopmentPki } = await import("./tls/dev-pki.js");
     const pki = await ensureDevelopmentPki(devTlsDir);
     return { key: pki.serverKey, cert: pki.serverCert, ca: pki.caCert };
   }

@@ -1,4 +1,3 @@
-import { PGlite } from "@electric-sql/pglite";
 import { Kysely, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { Database } from "./database.js";
@@ -6,7 +5,6 @@ import { createEngineActivity, registerEngineActivity } from "./engine-activity.
 import { type HotPathLease, registerHotPathLease, startHotPathLease } from "./hot-path-lease.js";
 import { registerPreparedStatementRunner } from "./prepared-statements.js";
 import { LONGEST_LEASE_MS, ReplicaSyncedDialect, type ReplicaSyncSettings } from "./replica-synced-dialect.js";
-import { PGliteDialect } from "./pglite/pglite-dialect.js";
 import { type PostgresTlsOptions, resolvePostgresConnection } from "./postgres-tls.js";
 
 export type DatabaseEngine = "postgres" | "pglite";
@@ -138,6 +136,8 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
 }
 
 async function openPGlite(dataDir: string | undefined): Promise<OpenedDatabase> {
+  // Loaded only here: a server on PostgreSQL never carries the embedded engine's code (megabytes of heap).
+  const [{ PGlite }, { PGliteDialect }] = await Promise.all([import("@electric-sql/pglite"), import("./pglite/pglite-dialect.js")]);
   const pglite = await PGlite.create(dataDir, {
     parsers: {
       // PGlite reads bytea as Uint8Array; node-postgres as Buffer. Use Buffer on both.
