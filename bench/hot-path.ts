@@ -39,6 +39,10 @@
  *                      (summaries printed; .cpuprofile files kept in bench/results/)
  *   --server-node-flags=<flags>  extra Node flags for the server children
  *                      (use the = form: the value starts with --)
+ *   --node-defaults    run the project's servers (the KMS, the own-stack no-op)
+ *                      without the Node flags `npm start` ships them with;
+ *                      by default they get those flags, the plain grpc-js no-op
+ *                      (and the --breakdown no-ops) Node's defaults
  *   --rounds N         interleaved rounds per database, default 3 (0: none): the
  *                      two no-ops and (a) and (b) again, one window each, in
  *                      A-B-B-A order with all three servers up, so the ratio of
@@ -57,6 +61,7 @@ import pg from "pg";
 import { ensureDevelopmentPki } from "../server/src/tls/dev-pki.js";
 import type { ClientLibrary, RpcMethod, RunCommand, RunFailed, RunResult, ServerReady, ServerStats, WindowEdge, WorkItem } from "./lib/messages.js";
 import { cpuMsOf, machineBusyMs, memoryOf, REPO_ROOT, spawnChild, type Child } from "./lib/processes.js";
+import { shippedNodeFlags } from "./lib/shipped-node-flags.js";
 import { formatProfileSummary, summarizeProfile, type ProfileSummary } from "./lib/profile-summary.js";
 import { createKeysThroughApi } from "./lib/create-keys.js";
 import { fixed, table, thousands } from "./lib/report.js";
@@ -81,6 +86,7 @@ const { values: flags } = parseArgs({
     instrument: { type: "boolean" },
     profile: { type: "boolean" },
     "server-node-flags": { type: "string" },
+    "node-defaults": { type: "boolean" },
     "no-op-only": { type: "boolean" },
     rounds: { type: "string" },
     keep: { type: "boolean" },
@@ -108,6 +114,8 @@ const options = {
   instrument: flags.instrument === true,
   profile: flags.profile === true,
   serverNodeFlags: (flags["server-node-flags"] ?? "").split(/\s+/).filter((f) => f !== ""),
+  /** What `npm start` gives the server; for the project's own servers only (the KMS, the own-stack no-op). */
+  shippedNodeFlags: flags["node-defaults"] === true ? [] : shippedNodeFlags(),
   keep: flags.keep === true,
   noOpOnly: flags["no-op-only"] === true,
   rounds: numberOption(flags.rounds, 3, "rounds"),
@@ -215,6 +223,8 @@ interface RunningServer {
 async function startServer(args: {
   name: string;
   script: string;
+  /** The project's own server stack: runs with the Node flags it ships with. */
+  shipped: boolean;
   args?: string[];
   env?: NodeJS.ProcessEnv;
   tlsDir: string;
@@ -226,7 +236,7 @@ async function startServer(args: {
     script: args.script,
     args: args.args ?? [],
     env: args.env ?? process.env,
-    nodeFlags: options.serverNodeFlags,
+    nodeFlags: [...(args.shipped ? options.shippedNodeFlags : []), ...options.serverNodeFlags],
     logFile: join(logsDir, `${args.name.replace(/[^a-z0-9-]+/gi, "_")}.log`),
   });
   const ready = await child.next<ServerReady>("ready", 180_000);
@@ -463,7 +473,13 @@ try {
     );
   }
   for (const noop of noopKinds) {
-    const server = await startServer({ name: noop.id, script: "bench/servers/noop-server.ts", args: ["--kind", noop.kind, "--tls-dir", noopPki.dir], tlsDir: noopPki.dir });
+    const server = await startServer({
+      name: noop.id,
+      script: "bench/servers/noop-server.ts",
+      shipped: noop.kind === "own",
+      args: ["--kind", noop.kind, "--tls-dir", noopPki.dir],
+      tlsDir: noopPki.dir,
+    });
     for (const client of noop.kind === "own" || noop.kind === "grpc-js" ? clients : (["grpc-js"] as const)) {
       await runPhase({ id: `${noop.id}${client === "grpc-js" ? "" : "+connect"}`, label: noop.label + clientSuffix(client), server, client, method: "generateDataKey", work: noopWork });
     }
@@ -502,6 +518,7 @@ try {
       startServer({
         name: `kms-${database}-${keysStored}-keys`,
         script: "bench/servers/kms-server.ts",
+        shipped: true,
         args: kmsArgs,
         env,
         tlsDir: join(dataDir, "tls"),
@@ -734,6 +751,10 @@ lines.push(
 lines.push(
   `load: ${options.concurrency} unary calls in flight over one HTTP/2 connection; warm-up ${options.warmupSeconds} s, window ${options.seconds} s per phase; ` +
     `client: @grpc/grpc-js (protos via @grpc/proto-loader)${options.connectClient ? ", plus Connect gRPC transport where marked" : ""}; TLS 1.3 + mTLS everywhere`,
+);
+lines.push(
+  `Node flags: the KMS and the own-stack no-op ${options.shippedNodeFlags.length === 0 ? "Node's defaults (--node-defaults)" : `as shipped (npm start): ${options.shippedNodeFlags.join(" ")}`}; ` +
+    `the grpc-js no-op Node's defaults${options.serverNodeFlags.length === 0 ? "" : `; every server also ${options.serverNodeFlags.join(" ")}`}`,
 );
 lines.push("");
 lines.push(

@@ -5,7 +5,7 @@
  * flight; plus the start-up refusals (a master key readable by others, a
  * production configuration that lacks required settings).
  */
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createClient } from "@connectrpc/connect";
 import { KeyManagementService } from "../gen/matih/kms/v1/key_management_service_pb.js";
 import { KekAlgorithm } from "../gen/matih/kms/v1/resources_pb.js";
+import { shippedNodeFlags } from "../bench/lib/shipped-node-flags.js";
 import { connectGrpcTransport, restCall, type Endpoint, type RestResult, type TlsIdentity } from "./support/e2e-clients.js";
 import {
   childEnv,
@@ -96,6 +97,22 @@ describe("the server process (tsx server/src/main.ts, development mode, PGlite)"
     const answer = await healthz(port, endpoint.ca);
     expect(answer).toEqual({ status: 200, body: JSON.stringify({ status: "ok" }) });
     expect(server.stdout()).toContain(`https://127.0.0.1:${port}`);
+  });
+
+  it("runs under the Node flags npm start gives it: allocation-site pretenuring off (docs/decisions/0003)", async () => {
+    expect(shippedNodeFlags()).toContain("--no-allocation-site-pretenuring");
+    // tsx runs the script in a child node process: find it by its parent.
+    const commandLines: string[] = [];
+    for (const entry of await readdir("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const status = await readFile(join("/proc", entry, "status"), "utf8").catch(() => "");
+      if (new RegExp(`^PPid:\\s+${server.pid}$`, "m").test(status)) {
+        commandLines.push((await readFile(join("/proc", entry, "cmdline"), "utf8").catch(() => "")).split("\0").join(" "));
+      }
+    }
+    const node = commandLines.find((line) => line.includes(MAIN));
+    expect(node, commandLines.join("\n")).toBeDefined();
+    for (const flag of shippedNodeFlags()) expect(node!.split(" ")).toContain(flag);
   });
 
   it("created the master key with mode 0600 and the development PKI, private keys 0600", async () => {

@@ -13,6 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as https from "node:https";
 import * as net from "node:net";
 import { join } from "node:path";
+import { shippedNodeFlags } from "../../bench/lib/shipped-node-flags.js";
 import { repoRoot } from "./e2e-clients.js";
 
 export const TSX = join(repoRoot, "node_modules/.bin/tsx");
@@ -47,9 +48,10 @@ export function childEnv(extra: Readonly<Record<string, string>>): NodeJS.Proces
   return { ...env, ...extra };
 }
 
-/** Starts `tsx <script> ...args` in the repository root. */
+/** Starts `tsx <script> ...args` in the repository root; the server's main with the Node flags `npm start` gives it. */
 export function spawnTsx(script: string, args: readonly string[], env: NodeJS.ProcessEnv): ChildUnderTest {
-  const child = spawn(TSX, [script, ...args], { cwd: repoRoot, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const nodeFlags = script === "server/src/main.ts" ? shippedNodeFlags() : [];
+  const child = spawn(TSX, [...nodeFlags, script, ...args], { cwd: repoRoot, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   if (child.pid === undefined) throw new Error(`could not start ${TSX} ${script}`);
   const pid = child.pid;
   let out = "";
