@@ -271,6 +271,8 @@ describe.each(variants)("the hot path's material read on $name", ({ engine, leas
     const { reference } = await dataKeys.generateDataKey({ tenantId, keyId: "k" });
     await dataKeys.decrypt({ tenantId, keyId: "k", reference });
     const db = kms.context.db;
+    // The Decrypt's recorded use does not wait for replicas: wait for its notification here.
+    if (leased) await sql`call hot_path_await_replicas()`.execute(db);
     if (engine.name === "postgres") expect(preparedStatementRunnerOf(db)).toBeDefined();
     for (const version of ["primary", 1, 2, 3] as const) {
       const expected = await loadDataKeyMaterial(db, tenantId, "k", version);

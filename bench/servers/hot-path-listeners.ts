@@ -31,6 +31,7 @@ import {
 import { callerContextValues, createAuthenticator } from "../../server/src/api/authentication.js";
 import { toConnectError } from "../../server/src/api/error-mapping.js";
 import type { Logger } from "../../server/src/api/logger.js";
+import { asPromise } from "../../server/src/service/awaitable.js";
 import { createDataKeyService } from "../../server/src/api/services/data-key-service.js";
 import { isSpiffeId, parseSubjectAltName, tlsPeerOf, tlsSocketOf } from "../../server/src/api/tls-peer.js";
 import type { KmsContext } from "../../server/src/service/kms-context.js";
@@ -45,9 +46,12 @@ export interface Listener {
 type Impl = ReturnType<typeof createDataKeyService>;
 
 function callImpl(impl: Impl, method: "generateDataKey" | "decrypt", message: unknown, ctx: HandlerContext): Promise<unknown> {
-  return method === "generateDataKey"
-    ? Promise.resolve(impl.generateDataKey!(message as Parameters<NonNullable<Impl["generateDataKey"]>>[0], ctx))
-    : Promise.resolve(impl.decrypt!(message as Parameters<NonNullable<Impl["decrypt"]>>[0], ctx));
+  // A refusal may be thrown at once (calls served from memory answer without a promise): a rejection either way.
+  return asPromise(() =>
+    method === "generateDataKey"
+      ? impl.generateDataKey!(message as Parameters<NonNullable<Impl["generateDataKey"]>>[0], ctx)
+      : impl.decrypt!(message as Parameters<NonNullable<Impl["decrypt"]>>[0], ctx),
+  );
 }
 
 export async function startGrpcJsListener(context: KmsContext, tlsDir: string, log: Logger): Promise<Listener> {
