@@ -6,6 +6,7 @@
  * transports (Connect gRPC, grpc-js, REST NDJSON) and two server instances on
  * one database are in key-events-e2e.test.ts.
  */
+import type { KyselyPlugin } from "kysely";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { KeyEventService } from "../gen/matih/kms/v1/key_event_service_pb.js";
@@ -19,7 +20,7 @@ import { decodeEventCursor, encodeEventCursor } from "../server/src/service/key-
 import { createKeyEventFeed } from "../server/src/service/key-event-feed.js";
 import { watchKeyEvents } from "../server/src/service/key-event-watch.js";
 import { appendKeyEvent, deleteKeyEventsBefore, latestKeyEventId } from "../server/src/storage/key-event.repository.js";
-import { engines } from "./support/databases.js";
+import { engines, openEngineDatabase } from "./support/databases.js";
 import { expectRefusal } from "./support/expect-refusal.js";
 import { ADMIN_CALLER, SERVICE_CALLER, createTestKms, tenantCaller, type TestKms } from "./support/kms-harness.js";
 
@@ -380,6 +381,33 @@ describe.each(engines)("WatchKeyEvents (service) on $name", (engine) => {
         feed.close();
       }
     });
+  });
+});
+
+describe.skipIf(!engines.some((engine) => engine.name === "postgres"))("key event retention beside concurrent writers (PostgreSQL)", () => {
+  it("never deletes an event committed while the pruning runs, when every event stored before was older than the cutoff", async () => {
+    const database = await openEngineDatabase("postgres");
+    try {
+      const db = database.db;
+      const now = new Date();
+      for (const keyId of ["a", "b"]) {
+        await db.transaction().execute((tx) => appendKeyEvent(tx, { tenantId: "race-t", keyId, type: "KEY_CREATED", time: new Date(now.getTime() - 30 * DAY_MS) }));
+      }
+      // Another replica commits a fresh event right after the pruning's first statement has read.
+      let fresh: number | undefined;
+      const interleaving: KyselyPlugin = {
+        transformQuery: (args) => args.node,
+        async transformResult(args) {
+          fresh ??= await db.transaction().execute((tx) => appendKeyEvent(tx, { tenantId: "race-t", keyId: "fresh", type: "KEY_CREATED", time: now }));
+          return args.result;
+        },
+      };
+      expect(await deleteKeyEventsBefore(db.withPlugin(interleaving), new Date(now.getTime() - 7 * DAY_MS))).toBe(2);
+      const kept = await db.selectFrom("key_events").select(["event_id", "key_id"]).execute();
+      expect(kept.map((row) => [Number(row.event_id), row.key_id])).toEqual([[fresh, "fresh"]]);
+    } finally {
+      await database.close();
+    }
   });
 });
 

@@ -88,22 +88,18 @@ export async function isKeyEventHistoryCompleteAfter(db: Executor, eventId: numb
  * exactly which cursors are still complete. Returns how many were deleted.
  */
 export async function deleteKeyEventsBefore(db: Executor, cutoff: Date, batchSize = 10_000): Promise<number> {
-  const firstKept = await db
-    .selectFrom("key_events")
-    .select("event_id")
-    .where("event_time", ">=", cutoff)
-    .orderBy("event_id")
-    .limit(1)
-    .executeTakeFirst();
+  // One statement, so one snapshot: the first event kept, or (every stored event being older) just past
+  // the last old one. Read in two statements, an event committed between them was deleted with the old.
+  const row = await db
+    .selectNoFrom((eb) => [
+      eb.selectFrom("key_events").select((e) => e.fn.min("event_id").as("m")).where("event_time", ">=", cutoff).as("firstKept"),
+      eb.selectFrom("key_events").select((e) => e.fn.max("event_id").as("m")).where("event_time", "<", cutoff).as("lastOld"),
+    ])
+    .executeTakeFirstOrThrow();
   let bound: number;
-  if (firstKept !== undefined) {
-    bound = Number(firstKept.event_id);
-  } else {
-    // Every stored event is older than the cutoff; later ones get higher ids.
-    const last = await db.selectFrom("key_events").select((eb) => eb.fn.max("event_id").as("m")).executeTakeFirst();
-    if (last?.m === null || last?.m === undefined) return 0;
-    bound = Number(last.m) + 1;
-  }
+  if (row.firstKept !== null) bound = Number(row.firstKept);
+  else if (row.lastOld !== null) bound = Number(row.lastOld) + 1;
+  else return 0;
   let deleted = 0;
   for (;;) {
     const result = await db
