@@ -83,7 +83,8 @@ describe("the server process (tsx server/src/main.ts, development mode, PGlite)"
   beforeAll(async () => {
     dataDir = await tempDir();
     port = await findFreePort();
-    env = childEnv({ KMS_DATA_DIR: dataDir, KMS_PORT: String(port) });
+    // A grace period well above the drain test's four RSA-4096 CreateKeys, which take over 10 s (the default) when the whole suite shares 2 cores.
+    env = childEnv({ KMS_DATA_DIR: dataDir, KMS_PORT: String(port), KMS_SHUTDOWN_GRACE_SECONDS: "60" });
     server = startServer(env);
     const ca = await waitHealthy(server, dataDir, port);
     endpoint = { url: `https://127.0.0.1:${port}`, ca };
