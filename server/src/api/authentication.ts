@@ -164,8 +164,7 @@ export function authenticate(ctx: { readonly values: ContextValues }): Promise<C
     if (state.inputs === undefined || state.authenticator === undefined) {
       return Promise.reject(new KmsError("CREDENTIALS_MISSING", "no credentials: the request carries no authentication context"));
     }
-    const authenticated = state;
-    state.result = state.authenticator(state.inputs).then((caller) => (authenticated.caller = caller));
+    state.result = state.authenticator(state.inputs).then((caller) => (state.caller = caller));
   }
   return state.result;
 }

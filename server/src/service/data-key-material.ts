@@ -2,7 +2,8 @@
  * The hot path's one read: the key's state, the DEK version's wrapped material
  * and its KEK, in a single query (a row kept from an earlier call is proven
  * current instead: data-key-material-reader.ts); then the DEK — kept with its
- * cached KEK (kek-cache.ts), or unwrapped by that KEK and kept.
+ * cached KEK (kek-cache.ts), or unwrapped by that KEK and kept. When both the
+ * row and the DEK are kept, `unwrapKeptDataKey` answers without I/O or a promise.
  */
 import { CryptoFailure } from "../crypto/crypto-failure.js";
 import { wipe } from "../crypto/secure-buffer.js";
@@ -44,7 +45,7 @@ export function unwrapKeptDataKey(
   if (material === undefined) return undefined;
   const wrappedDek = usableWrappedDek(material, tenantId, keyId);
   const kept = context.kekCache.dataKey(kekRowOf(material, tenantId, keyId), material.dekVersion, wrappedDek);
-  return kept === undefined ? undefined : unwrapped(material, copyOf(kept));
+  return kept === undefined ? undefined : unwrappedDataKey(material, copyOf(kept));
 }
 
 export async function unwrapDataKey(
@@ -82,7 +83,7 @@ export async function unwrapDataKey(
           if (!context.kekCache.keepDataKey(kekRow, material.dekVersion, wrappedDek, keptCopy)) wipe(keptCopy);
           return unwrapped;
         });
-  return unwrapped(material, plaintext);
+  return unwrappedDataKey(material, plaintext);
 }
 
 /** The version's wrapped DEK, once the key and the version are proven usable; refuses otherwise. */
@@ -95,7 +96,7 @@ function usableWrappedDek(material: DataKeyMaterial, tenantId: string, keyId: st
   return material.wrappedDek;
 }
 
-function unwrapped(material: DataKeyMaterial, plaintext: Buffer): UnwrappedDataKey {
+function unwrappedDataKey(material: DataKeyMaterial, plaintext: Buffer): UnwrappedDataKey {
   return { keyUid: material.keyUid, dekVersion: material.dekVersion, plaintext, lastDecryptTime: material.lastDecryptTime ?? undefined, row: material };
 }
 
